@@ -1,0 +1,1 @@
+"""armdistill: attention-map reuse and masking distillation for speech SSL models."""

@@ -1,0 +1,69 @@
+"""Manifests in the wav2vec / fairseq TSV format.
+
+First line: the root directory. Then one line per utterance: ``relative_path<TAB>num_samples``.
+Label files sit beside a manifest with the same stem (``train.tsv`` -> ``train.phn``), one
+line per utterance, in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Manifest:
+    root: Path
+    paths: list[str]
+    num_samples: list[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def audio_path(self, index: int) -> Path:
+        return self.root / self.paths[index]
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    lines = path.read_text().splitlines()
+    if not lines:
+        raise ValueError(f"{path}: empty manifest; expected the root directory on the first line")
+    root = Path(lines[0].strip())
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    paths, sizes = [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip().isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'relative_path<TAB>num_samples', got {line!r}")
+        paths.append(parts[0])
+        sizes.append(int(parts[1]))
+    return Manifest(root=root, paths=paths, num_samples=sizes)
+
+
+def write_manifest(path: str | Path, root: str | Path, rows: list[tuple[str, int]]) -> None:
+    """Write ``rows`` of (relative path, num samples) under ``root``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [str(root)] + [f"{rel}\t{n}" for rel, n in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def label_path(manifest_path: str | Path, ext: str) -> Path:
+    """``train.tsv`` + ``phn`` -> ``train.phn``."""
+    return Path(manifest_path).with_suffix("." + ext.lstrip("."))
+
+
+def read_labels(manifest_path: str | Path, ext: str, expected: int | None = None) -> list[str]:
+    path = label_path(manifest_path, ext)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label file not found (expected beside {manifest_path})")
+    labels = path.read_text().splitlines()
+    if expected is not None and len(labels) != expected:
+        raise ValueError(f"{path}: {len(labels)} lines, but the manifest lists {expected} utterances")
+    return labels

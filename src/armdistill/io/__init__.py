@@ -1,0 +1,1 @@
+"""Reading foreign checkpoint files safely."""

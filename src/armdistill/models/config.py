@@ -1,0 +1,133 @@
+"""Student configuration and presets (the paper's students and small ones for tests/demo)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from armdistill.config import ConfigError, from_dict
+
+ReuseMode = Literal["paper", "explicit", "release"]
+REUSE_MODES: tuple[str, ...] = ("paper", "explicit", "release")
+
+ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
+
+
+@dataclass
+class StudentConfig:
+    """Everything that defines a student's shape and behaviour.
+
+    ``reuse_pattern[i]`` is True when layer ``i`` computes its own attention map and False when
+    it reuses the map of the most recent computing layer (and so has no query/key projections).
+    """
+
+    conv_layers: list[ConvSpec] = field(default_factory=list)
+    conv_bias: bool = False
+    dim: int = 480
+    ffn_dim: int = 864
+    num_heads: int = 12
+    reuse_pattern: list[bool] = field(default_factory=list)
+    layer_norm_first: bool = False
+    feature_dropout: float = 0.05
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    proj_dim: int | None = 768
+    grad_scale: bool = False
+    reuse_mode: ReuseMode = "paper"
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.reuse_pattern)
+
+    @property
+    def conv_dim(self) -> int:
+        return self.conv_layers[-1][0]
+
+    @property
+    def downsample(self) -> int:
+        rate = 1
+        for _, _, stride in self.conv_layers:
+            rate *= stride
+        return rate
+
+    def __post_init__(self) -> None:
+        self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]
+        self.reuse_pattern = [bool(v) for v in self.reuse_pattern]
+        if not self.conv_layers:
+            raise ConfigError("conv_layers: at least one (channels, kernel, stride) layer is required")
+        for i, spec in enumerate(self.conv_layers):
+            if len(spec) != 3 or min(spec) < 1:
+                raise ConfigError(f"conv_layers[{i}]: expected positive (channels, kernel, stride), got {spec}")
+        if not self.reuse_pattern:
+            raise ConfigError("reuse_pattern: at least one layer is required")
+        if not self.reuse_pattern[0]:
+            raise ConfigError("reuse_pattern[0]: the first layer must compute attention (True)")
+        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
+            raise ConfigError(f"dim: {self.dim} is not divisible by num_heads={self.num_heads}")
+        if self.ffn_dim < 1:
+            raise ConfigError(f"ffn_dim: must be positive, got {self.ffn_dim}")
+        if self.dim % self.pos_conv_groups:
+            raise ConfigError(f"pos_conv_groups: dim {self.dim} is not divisible by {self.pos_conv_groups}")
+        if self.pos_conv_kernel < 2:
+            raise ConfigError(f"pos_conv_kernel: must be at least 2, got {self.pos_conv_kernel}")
+        for name in ("feature_dropout", "dropout", "attention_dropout", "activation_dropout"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {p}")
+        if self.proj_dim is not None and self.proj_dim < 1:
+            raise ConfigError(f"proj_dim: must be positive or null, got {self.proj_dim}")
+        if self.reuse_mode not in REUSE_MODES:
+            raise ConfigError(f"reuse_mode: {self.reuse_mode!r} is not one of {list(REUSE_MODES)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudentConfig":
+        return from_dict(cls, data)
+
+    def replace(self, **overrides) -> "StudentConfig":
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}")
+        return dataclasses.replace(self, **overrides)
+
+
+def _release_cnn(dim: int) -> list[ConvSpec]:
+    return [(128, 10, 5), (256, 1, 1)] + [(256, 3, 2)] * 4 + [(dim, 1, 1)] + [(dim, 2, 2)] * 2
+
+
+_ALTERNATE_12 = [True, False] * 6
+
+PRESETS: dict[str, StudentConfig] = {
+    "armhubert": StudentConfig(
+        conv_layers=_release_cnn(480), dim=480, ffn_dim=864, reuse_pattern=_ALTERNATE_12, grad_scale=True
+    ),
+    "armhubert-s": StudentConfig(
+        conv_layers=_release_cnn(432), dim=432, ffn_dim=816, reuse_pattern=_ALTERNATE_12, grad_scale=True
+    ),
+    "armwavlm-s": StudentConfig(
+        conv_layers=_release_cnn(432), dim=432, ffn_dim=816, reuse_pattern=_ALTERNATE_12, grad_scale=True
+    ),
+    "maskhubert": StudentConfig(
+        conv_layers=_release_cnn(480), dim=480, ffn_dim=640, reuse_pattern=[True] * 12, grad_scale=False
+    ),
+    # Small students for tests and the CPU demo: same structure, total stride 320 (50 Hz).
+    "tiny-arm": StudentConfig(
+        conv_layers=[(64, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)],
+        dim=128, ffn_dim=256, num_heads=4, reuse_pattern=[True, False] * 2, pos_conv_kernel=32,
+        pos_conv_groups=8, proj_dim=256, grad_scale=True,
+    ),
+    "tiny-mask": StudentConfig(
+        conv_layers=[(64, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)],
+        dim=128, ffn_dim=256, num_heads=4, reuse_pattern=[True] * 4, pos_conv_kernel=32,
+        pos_conv_groups=8, proj_dim=256, grad_scale=False,
+    ),
+}
+
+
+def preset_config(name: str, **overrides) -> StudentConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown student preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
