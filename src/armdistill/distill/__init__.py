@@ -1,0 +1,1 @@
+"""Masking distillation: the span mask sampler (``masking``) and the distillation losses (``losses``)."""
