@@ -20,6 +20,7 @@ class StudentConfig:
 
     ``reuse_pattern[i]`` is True when layer ``i`` computes its own attention map and False when
     it reuses the map of the most recent computing layer (and so has no query/key projections).
+    An empty pattern means every layer computes attention.
     """
 
     conv_layers: list[ConvSpec] = field(default_factory=list)
@@ -27,6 +28,7 @@ class StudentConfig:
     dim: int = 480
     ffn_dim: int = 864
     num_heads: int = 12
+    num_layers: int = 12
     reuse_pattern: list[bool] = field(default_factory=list)
     layer_norm_first: bool = False
     feature_dropout: float = 0.05
@@ -38,10 +40,6 @@ class StudentConfig:
     proj_dim: int | None = 768
     grad_scale: bool = False
     reuse_mode: ReuseMode = "paper"
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.reuse_pattern)
 
     @property
     def conv_dim(self) -> int:
@@ -62,8 +60,14 @@ class StudentConfig:
         for i, spec in enumerate(self.conv_layers):
             if len(spec) != 3 or min(spec) < 1:
                 raise ConfigError(f"conv_layers[{i}]: expected positive (channels, kernel, stride), got {spec}")
+        if self.num_layers < 1:
+            raise ConfigError(f"num_layers: at least one layer is required, got {self.num_layers}")
         if not self.reuse_pattern:
-            raise ConfigError("reuse_pattern: at least one layer is required")
+            self.reuse_pattern = [True] * self.num_layers
+        if len(self.reuse_pattern) != self.num_layers:
+            raise ConfigError(
+                f"reuse_pattern: has {len(self.reuse_pattern)} entries but num_layers is {self.num_layers}"
+            )
         if not self.reuse_pattern[0]:
             raise ConfigError("reuse_pattern[0]: the first layer must compute attention (True)")
         if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
@@ -111,17 +115,17 @@ PRESETS: dict[str, StudentConfig] = {
         conv_layers=_release_cnn(432), dim=432, ffn_dim=816, reuse_pattern=_ALTERNATE_12, grad_scale=True
     ),
     "maskhubert": StudentConfig(
-        conv_layers=_release_cnn(480), dim=480, ffn_dim=640, reuse_pattern=[True] * 12, grad_scale=False
+        conv_layers=_release_cnn(480), dim=480, ffn_dim=640, grad_scale=False
     ),
     # Small students for tests and the CPU demo: same structure, total stride 320 (50 Hz).
     "tiny-arm": StudentConfig(
         conv_layers=[(64, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)],
-        dim=128, ffn_dim=256, num_heads=4, reuse_pattern=[True, False] * 2, pos_conv_kernel=32,
+        dim=128, ffn_dim=256, num_heads=4, num_layers=4, reuse_pattern=[True, False] * 2, pos_conv_kernel=32,
         pos_conv_groups=8, proj_dim=256, grad_scale=True,
     ),
     "tiny-mask": StudentConfig(
         conv_layers=[(64, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)],
-        dim=128, ffn_dim=256, num_heads=4, reuse_pattern=[True] * 4, pos_conv_kernel=32,
+        dim=128, ffn_dim=256, num_heads=4, num_layers=4, pos_conv_kernel=32,
         pos_conv_groups=8, proj_dim=256, grad_scale=False,
     ),
 }
