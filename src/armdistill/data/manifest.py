@@ -7,7 +7,7 @@ line per utterance, in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -16,6 +16,8 @@ class Manifest:
     root: Path
     paths: list[str]
     num_samples: list[int]
+    # 1-based line of each entry in the file, so errors about an entry can point at it
+    line_numbers: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -34,16 +36,17 @@ def read_manifest(path: str | Path) -> Manifest:
     root = Path(lines[0].strip())
     if not root.is_absolute():
         root = (path.parent / root).resolve()
-    paths, sizes = [], []
+    paths, sizes, line_numbers = [], [], []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) < 2 or not parts[1].strip().isdigit():
+        if len(parts) < 2 or not parts[0].strip() or not parts[1].strip().isdigit():
             raise ValueError(f"{path}:{lineno}: expected 'relative_path<TAB>num_samples', got {line!r}")
         paths.append(parts[0])
         sizes.append(int(parts[1]))
-    return Manifest(root=root, paths=paths, num_samples=sizes)
+        line_numbers.append(lineno)
+    return Manifest(root=root, paths=paths, num_samples=sizes, line_numbers=line_numbers)
 
 
 def write_manifest(path: str | Path, root: str | Path, rows: list[tuple[str, int]]) -> None:
