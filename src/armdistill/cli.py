@@ -11,6 +11,7 @@ from armdistill.config import ConfigError
 
 COMMAND_MODULES = (
     "armdistill.models.commands",
+    "armdistill.data.commands",
 )
 
 
