@@ -151,8 +151,8 @@ def _arrange(
     """
     batch, width = span_len.shape
     rows = np.arange(batch)
-    # The release keeps a side interval only if it can hold the row's shortest span, with its
-    # own (slightly asymmetric) tests; reproduced as is.
+    # Side intervals are kept by the release's own tests against the row's shortest span; they
+    # only matter when min_space is 0 (otherwise a dropped interval could never take a span).
     keep = np.where(valid, span_len, np.iinfo(np.int64).max).min(axis=1)
     part_s = np.zeros((batch, width + 1), dtype=np.int64)
     part_e = np.zeros((batch, width + 1), dtype=np.int64)
