@@ -1,8 +1,8 @@
 """Reading fairseq / unilm / s3prl teacher configs without fairseq or omegaconf.
 
-Configs arrive as plain dicts, ``argparse.Namespace`` (legacy ``args``) or inert stand-ins of
-omegaconf containers and enums (see :mod:`armdistill.io.safe_pickle`); :func:`plain` turns all
-of them into plain Python. :func:`transformers_config` maps the fields onto a transformers config.
+Configs arrive as plain dicts (fairseq saves ``OmegaConf.to_container(cfg)``), ``argparse.Namespace``
+(legacy ``args``), with fairseq enum values as inert stand-ins (see :mod:`armdistill.io.safe_pickle`);
+:func:`plain` turns all of them into plain Python. :func:`transformers_config` maps the fields onto a transformers config.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _literal(node: ast.AST, spec: str) -> Any:
 
 
 def plain(obj: Any) -> Any:
-    """Plain dicts / lists / scalars from configs holding Namespaces, omegaconf or enum stand-ins."""
+    """Plain dicts / lists / scalars from configs holding Namespaces or enum / object stand-ins."""
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -92,13 +92,8 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, argparse.Namespace):
         return plain(vars(obj))
     if isinstance(obj, StandIn):
-        state = obj.__dict__["_state"]
-        if isinstance(state, dict) and "_content" in state:  # omegaconf DictConfig / ListConfig
-            return plain(state["_content"])
-        if isinstance(state, dict) and "_val" in state:  # omegaconf value node
-            return plain(state["_val"])
-        args = obj.__dict__["_args"]
-        if state is None and len(args) == 1:  # an Enum member pickled by value
+        state, args = obj.__dict__["_state"], obj.__dict__["_args"]
+        if state is None and len(args) == 1:  # an Enum member (fairseq ChoiceEnum) pickled by value
             return plain(args[0])
         if isinstance(state, dict):
             return plain(state)
