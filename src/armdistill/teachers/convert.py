@@ -93,7 +93,10 @@ def model_from_original(ckpt: dict[str, Any]) -> tuple[PreTrainedModel, bool]:
         # No post_extract_proj when the CNN width equals the model width: the projection is the identity.
         state["feature_projection.projection.weight"] = torch.eye(config.hidden_size)
         state["feature_projection.projection.bias"] = torch.zeros(config.hidden_size)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches between the weights and the config
+        raise ValueError(f"{kind} checkpoint does not match its config: {err}") from None
     if missing or unexpected:
         raise ValueError(
             f"{kind} checkpoint does not match its config: missing {sorted(missing)[:8]}, "

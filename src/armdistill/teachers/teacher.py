@@ -145,6 +145,9 @@ class Teacher(nn.Module):
                 x = self._apply_mask(x, mask)
             return TeacherOutput(self._encode(x, pad), pad, frames)
 
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> TeacherOutput:
+        return self.layer_outputs(wav, lengths, mask)
+
     def masked_and_unmasked(self, wav: Tensor, lengths: Tensor | None, mask: Tensor) -> tuple[TeacherOutput, TeacherOutput]:
         """(masked, unmasked) outputs for masking distillation from one CNN pass; the encoder runs
         on both in one batch of ``2 * batch`` when ``batch_masked``, else in two passes."""
