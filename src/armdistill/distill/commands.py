@@ -1,0 +1,38 @@
+"""``armdistill distill``: train a student by masking distillation from a YAML recipe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from armdistill.distill.config import load_config, resolved_dict
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        help="train a student by masking distillation",
+        description="Train a student from a recipe; KEY=VALUE arguments override recipe entries (dotted keys).",
+    )
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/armhubert-960h.yaml")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (batch, accumulation, schedule) and exit without loading anything")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
+                        help="continue from output_dir/checkpoints/last.ckpt, or from the checkpoint given")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. teacher.path=hubert_base_ls960.pt")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        yaml.safe_dump(resolved_dict(cfg), sys.stdout, sort_keys=False, default_flow_style=None)
+        return 0
+    # imported here so that --print-config stays fast and loads no training stack
+    from armdistill.distill.train import run_distillation
+
+    out = run_distillation(cfg, resume=args.resume)
+    print(f"student written to {out}")
+    return 0

@@ -1,0 +1,214 @@
+"""Distillation run configuration: typed sections, recipe loading and the derived schedule.
+
+A recipe is YAML with the sections below; ``teacher.path``, ``data.train`` and ``data.valid``
+are left for the user. The optimiser-step batch is stated in seconds of audio
+(``data.effective_batch_seconds``) and reached on any GPU count: gradient accumulation is
+computed from the device count and the per-device micro-batch budget, never hand-set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from armdistill.distill.losses import LossConfig
+from armdistill.distill.masking import MaskConfig
+from armdistill.models.config import PRESETS, StudentConfig, preset_config
+
+
+def _check_positive(section: str, **values: float | int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{section}.{name}: must be positive, got {value!r}")
+
+
+@dataclass
+class TeacherSection:
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+
+    path: str = ""
+    normalize: bool | None = None
+    batch_masked: bool = True
+
+
+@dataclass
+class DataSection:
+    """Manifests and batching. ``micro_batch_seconds`` caps one device's padded micro-batch
+    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step."""
+
+    train: str = ""
+    valid: str | None = ""
+    sample_rate: int = 16000
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+    crop_seconds: float | None = None
+    micro_batch_seconds: float = 240.0
+    effective_batch_seconds: float = 1770.0
+    max_batch_size: int | None = None
+    num_buckets: int = 10
+    num_workers: int = 4
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "data", sample_rate=self.sample_rate, min_seconds=self.min_seconds, max_seconds=self.max_seconds,
+            crop_seconds=self.crop_seconds, micro_batch_seconds=self.micro_batch_seconds,
+            effective_batch_seconds=self.effective_batch_seconds, max_batch_size=self.max_batch_size,
+            num_buckets=self.num_buckets,
+        )
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class OptimSection:
+    """AdamW with linear warm-up, then linear (the release) or cosine decay to ``final_lr_fraction``."""
+
+    lr: float = 5e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    decay_biases: bool = False
+    schedule: Literal["linear", "cosine"] = "linear"
+    warmup_fraction: float = 0.05
+    warmup_steps: int | None = None
+    final_lr_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive("optim", lr=self.lr, eps=self.eps)
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas: each must be in [0, 1), got {list(self.betas)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"optim.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps: must be >= 0 or null, got {self.warmup_steps}")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ConfigError(f"optim.final_lr_fraction: must be in [0, 1], got {self.final_lr_fraction}")
+
+
+@dataclass
+class TrainerSection:
+    """Lightning Trainer settings; steps are optimiser steps."""
+
+    max_steps: int = 1000
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    find_unused_parameters: bool = False
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "bf16-mixed"
+    gradient_clip_val: float | None = None
+    checkpoint_every_steps: int = 5000
+    keep_checkpoints: int = 3
+    val_every_steps: int = 5000
+    limit_val_batches: int | None = None
+    log_every_steps: int = 50
+    loggers: list[Literal["tensorboard", "csv"]] = field(default_factory=lambda: ["tensorboard", "csv"])
+    progress_bar: Literal["rich", "tqdm", "none"] = "rich"
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
+            gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
+            val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
+            log_every_steps=self.log_every_steps,
+        )
+        if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
+            raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")
+
+
+@dataclass
+class DistillConfig:
+    """A whole masking-distillation run. ``student`` holds ``preset`` plus any StudentConfig
+    field to override (e.g. ``reuse_mode``)."""
+
+    name: str = ""
+    output_dir: str = "runs/distill"
+    seed: int = 0
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    student: dict[str, Any] = field(default_factory=lambda: {"preset": "armhubert"})
+    data: DataSection = field(default_factory=DataSection)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    def __post_init__(self) -> None:
+        self.student_config()
+
+    def student_config(self) -> StudentConfig:
+        """The preset with this section's overrides, type-checked like any other section."""
+        overrides = dict(self.student)
+        preset = overrides.pop("preset", None)
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ConfigError(f"student.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+        base = to_dict(preset_config(preset))
+        unknown = sorted(set(overrides) - set(base))
+        if unknown:
+            raise ConfigError(f"unknown config key 'student.{unknown[0]}'; valid keys here: {['preset', *sorted(base)]}")
+        return from_dict(StudentConfig, {**base, **overrides}, prefix="student")
+
+    def check_paths(self) -> None:
+        """Training needs the paths a recipe leaves blank; ``data.valid: null`` skips validation."""
+        for key, value in (("teacher.path", self.teacher.path), ("data.train", self.data.train), ("data.valid", self.data.valid)):
+            if value == "":
+                raise ConfigError(f"{key}: not set; give it on the command line, e.g. {key}=/path/to/it")
+
+
+@dataclass
+class Plan:
+    """What the recipe implies on this hardware: processes, accumulation and schedule lengths."""
+
+    world_size: int
+    accumulate: int
+    micro_batch_seconds: float
+    effective_batch_seconds: float
+    step_capacity_seconds: float
+    max_steps: int
+    warmup_steps: int
+    schedule: str
+    peak_lr: float
+
+
+def plan(cfg: DistillConfig) -> Plan:
+    """Derive accumulation ``ceil(effective / (devices x nodes x micro))`` and warm-up steps."""
+    world = cfg.trainer.devices * cfg.trainer.num_nodes
+    # the epsilon keeps float noise in an exact ratio (e.g. 1770 / 442.5) from adding a micro-batch
+    accumulate = max(1, math.ceil(cfg.data.effective_batch_seconds / (world * cfg.data.micro_batch_seconds) - 1e-9))
+    warmup = cfg.optim.warmup_steps
+    if warmup is None:
+        warmup = round(cfg.optim.warmup_fraction * cfg.trainer.max_steps)
+    if warmup >= cfg.trainer.max_steps:
+        raise ConfigError(f"optim.warmup_steps: {warmup} leaves no decay within trainer.max_steps={cfg.trainer.max_steps}")
+    return Plan(
+        world_size=world,
+        accumulate=accumulate,
+        micro_batch_seconds=cfg.data.micro_batch_seconds,
+        effective_batch_seconds=cfg.data.effective_batch_seconds,
+        step_capacity_seconds=world * accumulate * cfg.data.micro_batch_seconds,
+        max_steps=cfg.trainer.max_steps,
+        warmup_steps=warmup,
+        schedule=cfg.optim.schedule,
+        peak_lr=cfg.optim.lr,
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
+    """Read a recipe and apply dotted ``key=value`` overrides; unknown keys are errors."""
+    data = apply_overrides(load_yaml(path), list(overrides or []))
+    try:
+        return from_dict(DistillConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def resolved_dict(cfg: DistillConfig) -> dict[str, Any]:
+    """The full config as plain data, the resolved student and the derived plan (for printing and saving)."""
+    out = to_dict(cfg)
+    out["resolved"] = {"student": to_dict(cfg.student_config()), "plan": to_dict(plan(cfg))}
+    return out
