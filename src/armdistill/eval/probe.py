@@ -68,6 +68,9 @@ class ProbeConfig:
     feature_dtype: FeatureDtype = "float16"
     cache_dir: str | None = None
     seed: int = 0
+    # Torch threads while the probe trains (None: leave as is). Probes are small: on a busy
+    # machine one thread is often faster than several.
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "min_epochs"):
@@ -76,8 +79,11 @@ class ProbeConfig:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}")
-        if self.batch_size < 1 or self.patience < 1 or self.lstm_hidden < 1:
-            raise ConfigError("batch_size, patience and lstm_hidden must be at least 1")
+        for name in ("batch_size", "patience", "lstm_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads: must be at least 1 or null, got {self.num_threads}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeConfig":
@@ -260,11 +266,16 @@ def run_probe(
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        runner = _Runner(task, cfg, splits["train"])
-        summary = runner.train(splits["train"], splits["valid"], log)
-    test_scores = runner.score(splits["test"])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.num_threads or threads)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            runner = _Runner(task, cfg, splits["train"])
+            summary = runner.train(splits["train"], splits["valid"], log)
+        test_scores = runner.score(splits["test"])
+    finally:
+        torch.set_num_threads(threads)
     metric = TASKS[task].metric
     weights = runner.probe.weighted_sum.weights.detach().tolist()
     result = {
