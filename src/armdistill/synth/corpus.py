@@ -118,14 +118,29 @@ def plan_ks(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
     return plan
 
 
+def _process_context() -> multiprocessing.context.BaseContext:
+    """'forkserver' where available (cheap fresh processes), else 'spawn'; never plain 'fork'."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["armdistill.synth.render", "scipy.signal", "soundfile"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _render_all(specs: list[UtteranceSpec], out: Path, workers: int) -> list[dict]:
-    """Render in fresh 'spawn' processes (one eSpeak instance each); results keep plan order."""
+    """Render fixed chunks of the plan, each in a fresh process; results keep plan order.
+
+    eSpeak carries state from one utterance to the next inside a process (its pitch-flutter
+    phase), which shifts timings and lengths; a fresh process per chunk makes the output
+    depend only on the plan, not on the number of workers. An executor, unlike
+    multiprocessing.Pool, fails instead of hanging when a worker cannot start.
+    """
     chunks = [(specs[i : i + _CHUNK], str(out)) for i in range(0, len(specs), _CHUNK)]
-    # An executor, unlike multiprocessing.Pool, fails instead of hanging when a worker cannot start.
     with ProcessPoolExecutor(
         max_workers=max(1, min(workers, len(chunks))),
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=_process_context(),
         initializer=init_worker,
+        max_tasks_per_child=1,
     ) as pool:
         return [record for chunk in pool.map(render_chunk, chunks) for record in chunk]
 
