@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         speakers = len(meta["speakers"][split])
         print(f"{split}: {count['utterances']} utterances, {count['seconds'] / 60:.1f} min, {speakers} speakers")
     rejected = sum(meta["rejected"].values())
-    print(f"rejected {rejected} utterances {meta['rejected']}; {meta['wall_seconds']:.1f} s", file=sys.stderr)
+    print(f"rejected {rejected} utterances {meta['rejected']}; {meta['wall_seconds']:.1f} s")
     return 0

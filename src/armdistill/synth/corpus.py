@@ -165,6 +165,33 @@ def _write_split(out: Path, split: str, records: list[dict], task: Task) -> None
     _write_lines(out / f"{split}.ali.jsonl", alignments)
 
 
+def _keep(
+    plan: dict[str, list[UtteranceSpec]], records: list[dict], out: Path, log: Callable[[str], None] | None
+) -> tuple[dict[str, list[dict]], Counter[str]]:
+    """Split rendered records back by split, dropping rejections (counted by reason)."""
+    it = iter(records)
+    rejected: Counter[str] = Counter()
+    kept: dict[str, list[dict]] = {}
+    train_speakers: set[str] = set()
+    for split, split_specs in plan.items():
+        kept[split] = []
+        for _ in split_specs:
+            record = next(it)
+            if "rejected" not in record and split in ("valid", "sid_test") and record["speaker"] not in train_speakers:
+                # All of this speaker's train utterances were rejected; dropping it keeps "seen speakers" true.
+                (out / record["path"]).unlink()
+                record = {"rejected": "speaker_unseen_in_train"}
+            if "rejected" in record:
+                rejected[record["rejected"]] += 1
+                if log is not None and "reason" in record:
+                    log(f"rejected {record['uid']}: {record['reason']}")
+                continue
+            kept[split].append(record)
+        if split == "train":
+            train_speakers = {r["speaker"] for r in kept[split]}
+    return kept, rejected
+
+
 def _args(task: Task, minutes: float, seed: int) -> dict:
     return {"task": task, "minutes": float(minutes), "seed": int(seed), "version": GENERATOR_VERSION}
 
@@ -212,29 +239,10 @@ def generate(
     for split in plan:
         shutil.rmtree(out / "audio" / split, ignore_errors=True)
     specs = [spec for split_specs in plan.values() for spec in split_specs]
-    records = iter(_render_all(specs, out, workers))
-    rejected: Counter[str] = Counter()
-    kept: dict[str, list[dict]] = {}
-    train_speakers: set[str] = set()
-    for split, split_specs in plan.items():
-        kept[split] = []
-        for _ in split_specs:
-            record = next(records)
-            if "rejected" not in record and split in ("valid", "sid_test") and record["speaker"] not in train_speakers:
-                # Its speaker's only train utterances were rejected: drop it to keep "seen speakers" true.
-                (out / record["path"]).unlink()
-                record = {"rejected": "speaker_unseen_in_train"}
-            if "rejected" in record:
-                rejected[record["rejected"]] += 1
-                if log is not None and "reason" in record:
-                    log(f"rejected {record['uid']}: {record['reason']}")
-                continue
-            kept[split].append(record)
-        if split == "train":
-            train_speakers = {r["speaker"] for r in kept[split]}
+    kept, rejected = _keep(plan, _render_all(specs, out, workers), out, log)
     out.mkdir(parents=True, exist_ok=True)
-    for split, records_ in kept.items():
-        _write_split(out, split, records_, task)
+    for split, split_records in kept.items():
+        _write_split(out, split, split_records, task)
 
     meta = {
         "args": args,
