@@ -1,8 +1,9 @@
 """Worker side of corpus generation: synthesise planned utterances and write their audio.
 
 Runs in fresh worker processes, each with its own eSpeak NG instance (the library keeps global
-state). Everything a worker returns (labels, lengths, alignments) is deterministic given the plan;
-the audio bits are not guaranteed across processes, which is why labels are never derived from them.
+state, including a pitch-flutter phase that carries over from one utterance to the next and
+shifts timings). A chunk of the plan rendered in a fresh process always gives the same labels,
+lengths and alignments.
 """
 
 from __future__ import annotations
