@@ -1,0 +1,151 @@
+"""LightningModule for masking distillation.
+
+One training step: sample a span mask, run the frozen teacher masked and unmasked, run the
+student on the same mask, and match per-layer projections (masked frames -> unmasked teacher,
+unmasked frames -> masked teacher). Validation uses no mask anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from functools import partial
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from armdistill.config import to_dict
+from armdistill.distill.config import DistillConfig, Plan
+from armdistill.distill.losses import LossOutput, layer_distillation_loss, masking_distillation_loss
+from armdistill.distill.masking import compute_mask
+from armdistill.models.student import Student
+from armdistill.teachers import Teacher
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, final: float) -> float:
+    """Multiplier of the peak lr: linear warm-up from 0, then linear or cosine decay to ``final``."""
+    if step < warmup:
+        return step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final + (1.0 - final) * decay
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG state as tensors and plain tuples (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class DistillModule(pl.LightningModule):
+    """The student is the only submodule; the teacher stays outside the module tree, so
+    checkpoints, DDP and ``.train()`` never touch it."""
+
+    def __init__(self, student: Student, teacher: Teacher, cfg: DistillConfig, plan: Plan, teacher_fingerprint: str):
+        super().__init__()
+        self.student = student
+        object.__setattr__(self, "teacher", teacher)
+        self.cfg = cfg
+        self.plan = plan
+        self.teacher_fingerprint = teacher_fingerprint
+
+    def on_fit_start(self) -> None:
+        # the strategy has placed the student by now; the teacher follows it
+        self.teacher.to(self.device)
+
+    def _micro_batch_rng(self, batch_idx: int) -> np.random.Generator:
+        """Seed dropout and return the mask generator from (seed, step, micro-batch position).
+
+        The position counts micro-batches of one optimiser step across ranks in the order the
+        sampler deals them (rank r takes every world-size-th batch), so R ranks x 1 micro-batch and
+        1 rank accumulating R micro-batches draw identical masks and dropout, and a resumed run
+        draws what the uninterrupted one would have.
+        """
+        position = (batch_idx % self.plan.accumulate) * self.trainer.world_size + self.global_rank
+        torch_seed, mask_seed = np.random.SeedSequence([self.cfg.seed, self.global_step, position]).generate_state(2)
+        torch.manual_seed(int(torch_seed))
+        return np.random.default_rng(int(mask_seed))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        wav, lengths = batch["wav"], batch["lengths"]  # [batch, samples], [batch]
+        rng = self._micro_batch_rng(batch_idx)
+        frames = self.student.frame_lengths(lengths)
+        total = int(self.student.frame_lengths(lengths.new_tensor([wav.shape[1]]))[0])
+        mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)  # [batch, frames]
+        with torch.no_grad():
+            teacher_masked, teacher_unmasked = self.teacher.masked_and_unmasked(wav, lengths, mask)
+        out = self.student(wav, lengths, mask)
+        result = masking_distillation_loss(
+            out.projections, teacher_masked.layers, teacher_unmasked.layers, mask, out.padding_mask, self.cfg.loss
+        )
+        self._log("train", result, wav.shape[0])
+        self.log("train/mask_fraction", mask.sum() / frames.sum(), on_step=True, batch_size=wav.shape[0])
+        self.log("train/batch_seconds", float(lengths.sum()) / self.cfg.data.sample_rate, on_step=True, batch_size=wav.shape[0])
+        return result.loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        wav, lengths = batch["wav"], batch["lengths"]
+        teacher_out = self.teacher.layer_outputs(wav, lengths)
+        out = self.student(wav, lengths)
+        result = layer_distillation_loss(out.projections, teacher_out.layers, out.padding_mask, self.cfg.loss)
+        self._log("val", result, wav.shape[0])
+        return result.loss
+
+    def _log(self, stage: str, result: LossOutput, batch_size: int) -> None:
+        training = stage == "train"
+        # per step while training; validation averages over the whole held-out set and all ranks
+        options = {"on_step": training, "on_epoch": not training, "sync_dist": not training, "batch_size": batch_size}
+        self.log(f"{stage}/loss", result.loss.detach(), prog_bar=True, **options)
+        self.log_dict({f"{stage}/{k}": v for k, v in result.terms.items()}, **options)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.cfg.optim
+        decay, no_decay = [], []
+        for name, param in self.student.named_parameters():
+            if param.requires_grad:
+                (no_decay if name.endswith("bias") and not opt.decay_biases else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=opt.lr, betas=opt.betas, eps=opt.eps,
+        )
+        factor = partial(lr_factor, warmup=self.plan.warmup_steps, total=self.plan.max_steps, schedule=opt.schedule,
+                         final=opt.final_lr_fraction)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # plain data only, so that resuming can load with weights_only=True
+        checkpoint["armdistill"] = {
+            "config": to_dict(self.cfg),
+            "student_config": to_dict(self.student.config),
+            "teacher_fingerprint": self.teacher_fingerprint,
+            "rng_states": rng_states(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("armdistill", {}).get("teacher_fingerprint")
+        if saved != self.teacher_fingerprint:
+            raise ValueError(
+                f"the checkpoint was trained against teacher {saved}, but teacher.path gives {self.teacher_fingerprint}"
+            )
+        set_rng_states(checkpoint["armdistill"]["rng_states"])

@@ -1,0 +1,232 @@
+"""Trainer set-up for masking distillation: data, callbacks, checkpoints, resume and export.
+
+Layout of ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/`` (Lightning, for resume:
+periodic, ``last.ckpt`` and the best by validation loss; no teacher weights; loadable with
+``weights_only=True``), ``logs/`` (TensorBoard, CSV) and ``student/`` (+ ``student-best/``),
+written by ``Student.save_pretrained`` with ``distill.json`` beside the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+from torch.utils.data import DataLoader
+
+from armdistill.config import ConfigError
+from armdistill.data.collate import collate_audio
+from armdistill.data.dataset import AudioDataset
+from armdistill.data.sampler import DynamicBatchSampler
+from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.distill.module import DistillModule
+from armdistill.models.config import StudentConfig
+from armdistill.models.student import Student
+from armdistill.teachers import Teacher
+
+INFO_NAME = "distill.json"
+
+
+class ResumableLoader(DataLoader):
+    """A loader over a :class:`DynamicBatchSampler` whose position survives restarts.
+
+    Lightning saves ``state_dict()`` in its checkpoints and calls ``load_state_dict()`` before
+    iterating on restart. The loader runs ahead of training (prefetch, workers), so the count
+    saved is ``consumed``, which :class:`EpochProgress` keeps in step with the training loop.
+    """
+
+    def __init__(self, dataset: AudioDataset, sampler: DynamicBatchSampler, num_workers: int):
+        super().__init__(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=num_workers)
+        self.consumed = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self.batch_sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.batch_sampler.state_dict(batches_consumed=self.consumed)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.set_epoch(int(state["epoch"]))
+        self.batch_sampler.load_state_dict(state)
+        self.consumed = int(state["batches_yielded"])
+
+
+class EpochProgress(Callback):
+    """Sets the training epoch on dataset and sampler, and counts the batches training used."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):
+            loader.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):
+            loader.consumed = batch_idx + 1
+
+
+class DistillData(pl.LightningDataModule):
+    """Training and held-out loaders; built once the strategy knows this process's rank."""
+
+    def __init__(self, cfg: DistillConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def _loader(self, manifest: str, train: bool) -> DataLoader:
+        d = self.cfg.data
+        dataset = AudioDataset(
+            manifest, d.sample_rate, d.min_seconds, d.max_seconds, d.crop_seconds if train else None, seed=self.cfg.seed
+        )
+        sampler = DynamicBatchSampler(
+            dataset.sizes, d.micro_batch_seconds, d.sample_rate, d.num_buckets, shuffle=train, seed=self.cfg.seed,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size, max_batch_size=d.max_batch_size,
+        )
+        if train:
+            return ResumableLoader(dataset, sampler, d.num_workers)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=d.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.data.train, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.cfg.data.valid is None else self._loader(self.cfg.data.valid, train=False)
+
+
+def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> None:
+    """Frames must align 1:1 and every student head must have a teacher layer of its width."""
+    s, t = student.config.downsample, teacher.downsample
+    if s != t:
+        raise ConfigError(
+            f"student: frame rate {16000 / s:g} Hz (stride {s}) differs from the teacher's {16000 / t:g} Hz (stride {t})"
+        )
+    lengths = torch.arange(t, 3 * t + 1)
+    if not torch.equal(student.frame_lengths(lengths), teacher.frame_lengths(lengths)):
+        raise ConfigError("student.conv_layers: frame counts differ from the teacher's for some lengths (kernels differ)")
+    if student.config.proj_dim != teacher.dim:
+        raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
+    layer_map = cfg.loss.layer_map or list(range(student.config.num_layers))
+    if len(layer_map) != student.config.num_layers or max(layer_map) >= teacher.num_layers:
+        raise ConfigError(
+            f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
+            f"student's {student.config.num_layers} layers"
+        )
+
+
+def git_revision() -> str:
+    """Commit of the source tree this package runs from, ``-dirty`` with local changes; ``unknown`` outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+def write_student(student: Student, directory: str | Path, info: dict[str, Any]) -> Path:
+    """``save_pretrained`` plus ``distill.json`` (resolved config, git revision, teacher hash, step)."""
+    directory = Path(directory)
+    student.save_pretrained(directory)
+    (directory / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    return directory
+
+
+def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
+    """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = ckpt.get("armdistill")
+    if saved is None:
+        raise ValueError(f"{ckpt_path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
+    student = Student(StudentConfig.from_dict(saved["student_config"]))
+    prefix = "student."
+    student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    info = {"config": saved["config"], "git_revision": git_revision(), "teacher_fingerprint": saved["teacher_fingerprint"],
+            "global_step": ckpt["global_step"], "checkpoint": str(ckpt_path)}
+    return write_student(student, directory, info)
+
+
+def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    """The Trainer and the best-by-validation checkpoint callback (None without validation)."""
+    out, t = Path(cfg.output_dir), cfg.trainer
+    ckpt_dir = out / "checkpoints"
+    callbacks: list[Callback] = [
+        EpochProgress(),
+        LearningRateMonitor(logging_interval="step"),
+        # monitoring "step" keeps the newest keep_checkpoints periodic files
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
+                        every_n_train_steps=t.checkpoint_every_steps, monitor="step", mode="max",
+                        save_top_k=t.keep_checkpoints, save_last=True),
+    ]
+    best = None
+    if has_valid:
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:08d}", auto_insert_metric_name=False,
+                               monitor="val/loss", mode="min", save_top_k=1, save_on_train_epoch_end=False)
+        callbacks.append(best)
+    if t.progress_bar == "rich":
+        callbacks.append(RichProgressBar())
+    elif t.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    loggers = [
+        TensorBoardLogger(out / "logs", name="tensorboard") if kind == "tensorboard" else CSVLogger(out / "logs", name="csv")
+        for kind in t.loggers
+    ]
+    strategy: Any = t.strategy
+    if strategy == "auto" and p.world_size > 1:
+        strategy = DDPStrategy(find_unused_parameters=t.find_unused_parameters)
+    trainer = pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+        precision=t.precision, max_steps=t.max_steps, accumulate_grad_batches=p.accumulate,
+        gradient_clip_val=t.gradient_clip_val, deterministic=t.deterministic,
+        # validation and logging intervals count micro-batches and optimiser steps respectively
+        val_check_interval=t.val_every_steps * p.accumulate, check_val_every_n_epoch=None,
+        limit_val_batches=(t.limit_val_batches or 1.0) if has_valid else 0,
+        log_every_n_steps=t.log_every_steps, logger=loggers or False, callbacks=callbacks,
+        enable_progress_bar=t.progress_bar != "none", use_distributed_sampler=False,
+        num_sanity_val_steps=0, default_root_dir=out,
+    )
+    return trainer, best
+
+
+def resume_path(cfg: DistillConfig, resume: str | None) -> Path | None:
+    """``"last"`` -> ``output_dir/checkpoints/last.ckpt``; a path is used as given; None starts fresh."""
+    if resume is None:
+        return None
+    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
+    """Train a student by masking distillation; returns the exported student directory."""
+    cfg.check_paths()
+    p = plan(cfg)
+    ckpt = resume_path(cfg, resume)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
+    student = Student(cfg.student_config())
+    check_compatible(student, teacher, cfg)
+    fingerprint = teacher.fingerprint()
+    module = DistillModule(student, teacher, cfg, p, fingerprint)
+    trainer, best = build_trainer(cfg, p, has_valid=cfg.data.valid is not None)
+    out = Path(cfg.output_dir)
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved_dict(cfg), sort_keys=False, default_flow_style=None))
+    trainer.fit(module, datamodule=DistillData(cfg), ckpt_path=ckpt, weights_only=True)
+    if trainer.is_global_zero:
+        info = {"config": resolved_dict(cfg), "git_revision": git_revision(), "teacher_fingerprint": fingerprint,
+                "global_step": trainer.global_step}
+        write_student(student, out / "student", info)
+        if best is not None and best.best_model_path:
+            export_checkpoint(best.best_model_path, out / "student-best")
+    return out / "student"
