@@ -12,6 +12,7 @@ from armdistill.config import ConfigError
 COMMAND_MODULES = (
     "armdistill.models.commands",
     "armdistill.data.commands",
+    "armdistill.distill.commands",
 )
 
 
