@@ -8,11 +8,16 @@ import importlib
 import sys
 
 from armdistill.config import ConfigError
+from armdistill.io.safe_pickle import UnsafeCheckpointError
 
 COMMAND_MODULES = (
     "armdistill.models.commands",
     "armdistill.data.commands",
+    "armdistill.teachers.commands",
+    "armdistill.eval.commands",
     "armdistill.distill.commands",
+    "armdistill.pretrain.commands",
+    "armdistill.synth.commands",
 )
 
 
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
         print(f"armdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
 

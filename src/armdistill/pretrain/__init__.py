@@ -1,0 +1,1 @@
+"""HuBERT masked-prediction pretraining of small teachers (the demo's own teacher)."""
