@@ -1,7 +1,7 @@
 """Trainer set-up for masking distillation: data, callbacks, checkpoints, resume and export.
 
 Layout of ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/`` (Lightning, for resume:
-periodic, ``last.ckpt`` and the best by validation loss; no teacher weights; loadable with
+periodic, ``last.ckpt`` and ``best.ckpt`` by validation loss; no teacher weights; loadable with
 ``weights_only=True``), ``logs/`` (TensorBoard, CSV) and ``student/`` (+ ``student-best/``),
 written by ``Student.save_pretrained`` with ``distill.json`` beside the weights.
 """
@@ -168,8 +168,10 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
     ]
     best = None
     if has_valid:
-        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step:08d}", auto_insert_metric_name=False,
-                               monitor="val/loss", mode="min", save_top_k=1, save_on_train_epoch_end=False)
+        # one fixed name: a resumed run's restored callback state may predate the newest best
+        # (last.ckpt is written before that step's validation), and must still find the file
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                               enable_version_counter=False, save_on_train_epoch_end=False)
         callbacks.append(best)
     if t.progress_bar == "rich":
         callbacks.append(RichProgressBar())
@@ -227,6 +229,6 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
         info = {"config": resolved_dict(cfg), "git_revision": git_revision(), "teacher_fingerprint": fingerprint,
                 "global_step": trainer.global_step}
         write_student(student, out / "student", info)
-        if best is not None and best.best_model_path:
+        if best is not None and Path(best.best_model_path).is_file():
             export_checkpoint(best.best_model_path, out / "student-best")
     return out / "student"
