@@ -219,3 +219,29 @@ def test_config_from_dict_rejects_unknown_and_mistyped_keys():
                                    "pos_conv_groups": 4})
     assert cfg.reuse_pattern == [True, True] and cfg.conv_layers == [(8, 10, 5)]
     assert conv_output_lengths(torch.tensor([20]), [(10, 5)]).item() == 3
+
+
+def test_distilhubert_preset_and_teacher_initialisation():
+    from armdistill.teachers import make_random_model
+
+    student = Student.from_preset("distilhubert")
+    counts = student.num_parameters()
+    # Published 23.49M counts the backbone without heads and without a mask embedding.
+    assert counts["params_backbone"] - 768 == 23_492_224
+    assert counts["params_heads"] == 3 * (768 * 768 + 768)
+    assert student.config.head_layers == [1, 1, 1]
+
+    teacher = make_random_model(
+        "hubert", conv_dim=(512,) * 7, hidden_size=768, num_hidden_layers=3, num_attention_heads=12,
+        intermediate_size=3072, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+    )
+    copied = student.init_from_teacher(teacher.state_dict())
+    assert "mask_embedding" in copied and "encoder.layers.1.feed_forward.output_dense.weight" in copied
+    assert not any(k.startswith("encoder.layers.2") or k.startswith("heads") for k in copied)
+    torch.testing.assert_close(
+        student.encoder.layers[0].attention.q_proj.weight, teacher.encoder.layers[0].attention.q_proj.weight
+    )
+    with torch.no_grad():
+        out = student.eval()(torch.randn(1, 8000))
+    assert len(out.projections) == 3
+    assert all(p.shape == (1, out.hidden_states[-1].shape[1], 768) for p in out.projections)

@@ -7,6 +7,7 @@ is loaded. Values are converted by their annotated type only; nothing is ever ev
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# YAML 1.1 (PyYAML) reads "5e-3" as a string; numbers in that form are still numbers here.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -75,6 +79,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -101,6 +107,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+    except ConfigError as err:
+        # A section's own validation names its field; give the full dotted key.
+        if prefix and not str(err).startswith(prefix + "."):
+            raise ConfigError(f"{prefix}.{err}") from None
+        raise
 
 
 def to_dict(obj: Any) -> Any:

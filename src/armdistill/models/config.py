@@ -21,6 +21,10 @@ class StudentConfig:
     ``reuse_pattern[i]`` is True when layer ``i`` computes its own attention map and False when
     it reuses the map of the most recent computing layer (and so has no query/key projections).
     An empty pattern means every layer computes attention.
+
+    ``head_inputs[k]`` is the layer whose output head ``k`` reads (0-based); None gives one head
+    per layer (head k reads layer k), as the paper's students. DistilHuBERT's prediction heads
+    all read the last layer: ``[L-1, L-1, L-1]``.
     """
 
     conv_layers: list[ConvSpec] = field(default_factory=list)
@@ -38,6 +42,7 @@ class StudentConfig:
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     proj_dim: int | None = 768
+    head_inputs: list[int] | None = None
     grad_scale: bool = False
     reuse_mode: ReuseMode = "paper"
 
@@ -84,8 +89,22 @@ class StudentConfig:
                 raise ConfigError(f"{name}: must be in [0, 1), got {p}")
         if self.proj_dim is not None and self.proj_dim < 1:
             raise ConfigError(f"proj_dim: must be positive or null, got {self.proj_dim}")
+        if self.head_inputs is not None:
+            self.head_inputs = [int(i) for i in self.head_inputs]
+            bad = [i for i in self.head_inputs if not 0 <= i < self.num_layers]
+            if bad or not self.head_inputs or self.proj_dim is None:
+                raise ConfigError(
+                    f"head_inputs: expected layer indices in [0, {self.num_layers}) and proj_dim set, got {self.head_inputs}"
+                )
         if self.reuse_mode not in REUSE_MODES:
             raise ConfigError(f"reuse_mode: {self.reuse_mode!r} is not one of {list(REUSE_MODES)}")
+
+    @property
+    def head_layers(self) -> list[int]:
+        """The layer each projection head reads (empty without heads)."""
+        if self.proj_dim is None:
+            return []
+        return list(self.head_inputs) if self.head_inputs is not None else list(range(self.num_layers))
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentConfig":
@@ -116,6 +135,12 @@ PRESETS: dict[str, StudentConfig] = {
     ),
     "maskhubert": StudentConfig(
         conv_layers=_release_cnn(480), dim=480, ffn_dim=640, grad_scale=False
+    ),
+    # DistilHuBERT (Chang et al., 2022): HuBERT Base's CNN, 2 layers of 768, three prediction heads
+    # on the last layer for teacher layers 4/8/12; initialised from the teacher's first layers.
+    "distilhubert": StudentConfig(
+        conv_layers=[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2, dim=768, ffn_dim=3072,
+        num_heads=12, num_layers=2, proj_dim=768, head_inputs=[1, 1, 1], feature_dropout=0.1,
     ),
     # Small students for tests and the CPU demo: same structure, total stride 320 (50 Hz).
     "tiny-arm": StudentConfig(

@@ -27,7 +27,8 @@ WEIGHTS_NAME = "model.safetensors"
 @dataclass
 class StudentOutput:
     """hidden_states: encoder input then each layer's output, each ``[batch, frames, dim]``;
-    projections: each layer's head output ``[batch, frames, proj_dim]`` (None without heads);
+    projections: each head's output ``[batch, frames, proj_dim]``, head k reading layer
+    ``config.head_layers[k]`` (None without heads);
     attentions: each layer's applied map ``[batch, heads, frames, frames]`` (when asked);
     padding_mask: ``[batch, frames]``, True at padded frames (None without ``lengths``);
     lengths: valid frames per utterance (None without ``lengths``)."""
@@ -118,7 +119,7 @@ class Student(nn.Module):
         self.mask_embedding = nn.Parameter(torch.rand(config.dim))
         self.encoder = Encoder(config)
         self.heads = (
-            nn.ModuleList(nn.Linear(config.dim, config.proj_dim) for _ in range(config.num_layers))
+            nn.ModuleList(nn.Linear(config.dim, config.proj_dim) for _ in config.head_layers)
             if config.proj_dim is not None
             else None
         )
@@ -164,6 +165,16 @@ class Student(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
         return model
+
+    def init_from_teacher(self, teacher_state: dict[str, Tensor]) -> list[str]:
+        """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape
+        match ours (our names follow that layout): the CNN, feature projection, positional
+        convolution and the first layers, as DistilHuBERT initialises. Returns the copied names."""
+        renamed = {("mask_embedding" if k == "masked_spec_embed" else k): v for k, v in teacher_state.items()}
+        own = self.state_dict()
+        copied = [k for k, v in renamed.items() if k in own and own[k].shape == v.shape]
+        self.load_state_dict({k: renamed[k] for k in copied}, strict=False)
+        return copied
 
     # -- properties -----------------------------------------------------------------
     @property
@@ -212,7 +223,7 @@ class Student(nn.Module):
         hidden, maps = self.encoder(x, pad, self.config.reuse_mode, output_attentions)
         projections = None
         if self.heads is not None:
-            projections = tuple(head(h) for head, h in zip(self.heads, hidden[1:]))
+            projections = tuple(head(hidden[i + 1]) for head, i in zip(self.heads, self.config.head_layers))
         return StudentOutput(
             hidden_states=tuple(hidden),
             projections=projections,
