@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "armdistill.distill.commands",
     "armdistill.pretrain.commands",
     "armdistill.synth.commands",
+    "armdistill.demo.commands",
     "armdistill.eval.superb_commands",
 )
 

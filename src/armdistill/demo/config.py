@@ -1,0 +1,98 @@
+"""Demo settings: the corpus, the distillation recipe, the probe protocol and the pass margin.
+
+A demo file (``configs/demo.yaml``, ``configs/demo-quick.yaml``) is YAML with the sections
+below; ``distill`` is a full distillation recipe (see docs/config.md) whose ``teacher.path``,
+``data.train``, ``data.valid`` and ``output_dir`` the demo fills in. Overrides are dotted
+``key=value`` strings, as for ``armdistill distill`` (``distill.trainer.max_steps=50``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml
+from armdistill.distill.config import DistillConfig
+from armdistill.eval.probe import ProbeConfig
+
+# Where the repository's demo files live when the package is installed in place (make install).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+@dataclass
+class CorpusSection:
+    """The synthetic corpus (``armdistill synth``); ``dir`` null: ``<cache>/synth/speech-<minutes>min-seed<seed>``."""
+
+    minutes: float = 30.0
+    seed: int = 0
+    workers: int = 2
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.minutes > 0:
+            raise ConfigError(f"minutes: must be positive, got {self.minutes}")
+        if self.workers < 1:
+            raise ConfigError(f"workers: must be at least 1, got {self.workers}")
+
+
+@dataclass
+class ProbeSection:
+    """Phone-recognition probe protocol, the same for every upstream.
+
+    ``train_minutes``: the probe trains on the first utterances of the train split up to this
+    much audio (null: all of it); ``settings``: ProbeConfig keys (eval/probe.py).
+    """
+
+    train_minutes: float | None = None
+    settings: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def __post_init__(self) -> None:
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise ConfigError(f"train_minutes: must be positive or null, got {self.train_minutes}")
+
+
+@dataclass
+class DemoConfig:
+    """A whole demo run.
+
+    ``teacher``: a teacher source ("" = the shipped ``armdistill.DEFAULT_TEACHER``);
+    ``teacher_margin``: the largest PER gap (absolute) between distilled student and teacher
+    that the report counts as "close to the teacher"; ``attention_utterance``: index into the
+    test split of the utterance whose attention maps are drawn; ``cache_dir``: corpus and
+    feature cache (null: ``$ARMDISTILL_CACHE`` or ``~/.cache/armdistill``).
+    """
+
+    name: str = "demo"
+    teacher: str = ""
+    teacher_margin: float = 0.1
+    attention_utterance: int = 0
+    cache_dir: str | None = None
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        if self.teacher_margin < 0:
+            raise ConfigError(f"teacher_margin: must be >= 0, got {self.teacher_margin}")
+        if self.attention_utterance < 0:
+            raise ConfigError(f"attention_utterance: must be >= 0, got {self.attention_utterance}")
+
+
+DEMO_FILES = {"default": "demo.yaml", "quick": "demo-quick.yaml", "ablation": "demo-ablation.yaml"}
+
+
+def default_config_path(mode: str = "default") -> Path:
+    """The repository's demo file for ``mode`` (default, quick, ablation)."""
+    return CONFIG_DIR / DEMO_FILES[mode]
+
+
+def load_demo_config(path: str | Path, overrides: list[str] | None = None) -> DemoConfig:
+    """Read a demo file and apply dotted overrides; unknown keys are errors naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: demo config not found (run from a source checkout, or pass --config FILE)")
+    data = apply_overrides(load_yaml(path), list(overrides or []))
+    try:
+        return from_dict(DemoConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
