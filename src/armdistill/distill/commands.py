@@ -1,4 +1,4 @@
-"""``armdistill distill``: train a student by masking distillation from a YAML recipe."""
+"""``armdistill distill``: train a student from a YAML recipe (masking, layer-to-layer or DistilHuBERT distillation)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from armdistill.distill.config import load_config, resolved_dict
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "distill",
-        help="train a student by masking distillation",
-        description="Train a student from a recipe; KEY=VALUE arguments override recipe entries (dotted keys).",
+        help="train a student by distillation (masking, layer-to-layer or DistilHuBERT)",
+        description="Train a student from a recipe; loss.objective picks masking, layer or distilhubert. "
+                    "KEY=VALUE arguments override recipe entries (dotted keys).",
     )
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/armhubert-960h.yaml")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (batch, accumulation, schedule) and exit without loading anything")
+                        help="print the resolved config (objective, batch, accumulation, schedule) and exit without loading anything")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
                         help="continue from output_dir/checkpoints/last.ckpt, or from the checkpoint given")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. teacher.path=hubert_base_ls960.pt")

@@ -1,7 +1,9 @@
 """Distillation run configuration: typed sections, recipe loading and the derived schedule.
 
 A recipe is YAML with the sections below; ``teacher.path``, ``data.train`` and ``data.valid``
-are left for the user. The optimiser-step batch is stated in seconds of audio
+are left for the user. ``loss.objective`` picks what the student learns: masking distillation
+(the paper), plain layer-to-layer distillation (its unmasked baseline) or DistilHuBERT's
+prediction-head objective. The optimiser-step batch is stated in seconds of audio
 (``data.effective_batch_seconds``) and reached on any GPU count: gradient accumulation is
 computed from the device count and the per-device micro-batch budget, never hand-set.
 """
@@ -11,12 +13,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from armdistill.distill.losses import LossConfig
 from armdistill.distill.masking import MaskConfig
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
+
+Objective = Literal["masking", "layer", "distilhubert"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+# keys of the student section that are not StudentConfig fields
+STUDENT_KEYS = ("preset", "init_from_teacher")
 
 
 def _check_positive(section: str, **values: float | int | None) -> None:
@@ -60,6 +67,34 @@ class DataSection:
         )
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class LossSection(LossConfig):
+    """The loss functions' settings plus what is learnt.
+
+    objective: ``masking`` (student on masked input; masked frames -> unmasked teacher, the rest ->
+    masked teacher), ``layer`` (unmasked input, every frame -> unmasked teacher) or
+    ``distilhubert`` (unmasked; each head -> its ``layer_map`` teacher layer by L1 plus
+    ``cos_weight`` x -log sigmoid(cosine); ``kind`` and the hint/rec weights do not apply).
+    """
+
+    objective: Objective = "masking"
+    cos_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
+        if self.cos_weight < 0:
+            raise ConfigError(f"cos_weight: expected a weight >= 0, got {self.cos_weight!r}")
+        if self.release_compat and self.objective == "distilhubert":
+            raise ConfigError("release_compat: applies to the masking and layer objectives only, not distilhubert")
+
+    @property
+    def uses_mask(self) -> bool:
+        """Whether training samples a mask and runs the teacher's masked pass."""
+        return self.objective == "masking"
 
 
 @dataclass
@@ -124,8 +159,9 @@ class TrainerSection:
 
 @dataclass
 class DistillConfig:
-    """A whole masking-distillation run. ``student`` holds ``preset`` plus any StudentConfig
-    field to override (e.g. ``reuse_mode``)."""
+    """A whole distillation run. ``student`` holds ``preset``, ``init_from_teacher`` (copy the
+    teacher's tensors of matching name and shape before training) and any StudentConfig field to
+    override (e.g. ``reuse_mode``)."""
 
     name: str = ""
     output_dir: str = "runs/distill"
@@ -134,23 +170,36 @@ class DistillConfig:
     student: dict[str, Any] = field(default_factory=lambda: {"preset": "armhubert"})
     data: DataSection = field(default_factory=DataSection)
     mask: MaskConfig = field(default_factory=MaskConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
 
     def __post_init__(self) -> None:
-        self.student_config()
+        heads = self.student_config().head_layers
+        if not isinstance(self.student.get("init_from_teacher", False), bool):
+            raise ConfigError(f"student.init_from_teacher: expected true/false, got {self.student['init_from_teacher']!r}")
+        if self.loss.layer_map is not None and len(self.loss.layer_map) != len(heads):
+            raise ConfigError(
+                f"loss.layer_map: {len(self.loss.layer_map)} teacher layers for the student's {len(heads)} "
+                f"projection heads (reading student layers {heads})"
+            )
+
+    @property
+    def init_from_teacher(self) -> bool:
+        return bool(self.student.get("init_from_teacher", False))
 
     def student_config(self) -> StudentConfig:
         """The preset with this section's overrides, type-checked like any other section."""
-        overrides = dict(self.student)
-        preset = overrides.pop("preset", None)
+        overrides = {k: v for k, v in self.student.items() if k not in STUDENT_KEYS}
+        preset = self.student.get("preset")
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"student.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
         base = to_dict(preset_config(preset))
         unknown = sorted(set(overrides) - set(base))
         if unknown:
-            raise ConfigError(f"unknown config key 'student.{unknown[0]}'; valid keys here: {['preset', *sorted(base)]}")
+            raise ConfigError(
+                f"unknown config key 'student.{unknown[0]}'; valid keys here: {[*STUDENT_KEYS, *sorted(base)]}"
+            )
         return from_dict(StudentConfig, {**base, **overrides}, prefix="student")
 
     def check_paths(self) -> None:
@@ -207,8 +256,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
         raise ConfigError(f"{path}: {err}") from None
 
 
+def objective_summary(cfg: DistillConfig) -> dict[str, Any]:
+    """What one training step runs and matches: teacher passes, the student's input and, per
+    projection head, ``[student layer it reads, teacher layer it learns]`` (0-based)."""
+    heads = cfg.student_config().head_layers
+    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(len(heads)))
+    return {
+        "name": cfg.loss.objective,
+        "teacher_passes": ["masked", "unmasked"] if cfg.loss.uses_mask else ["unmasked"],
+        "student_input": "masked" if cfg.loss.uses_mask else "unmasked",
+        "head_targets": [[s, t] for s, t in zip(heads, layer_map)],
+        "init_from_teacher": cfg.init_from_teacher,
+    }
+
+
 def resolved_dict(cfg: DistillConfig) -> dict[str, Any]:
-    """The full config as plain data, the resolved student and the derived plan (for printing and saving)."""
+    """The full config as plain data, the resolved student, the objective and the derived plan
+    (for printing and saving)."""
     out = to_dict(cfg)
-    out["resolved"] = {"student": to_dict(cfg.student_config()), "plan": to_dict(plan(cfg))}
+    out["resolved"] = {"student": to_dict(cfg.student_config()), "objective": objective_summary(cfg), "plan": to_dict(plan(cfg))}
     return out

@@ -1,8 +1,9 @@
-"""LightningModule for masking distillation.
+"""LightningModule for distillation, by the objective ``loss.objective`` names.
 
-One training step: sample a span mask, run the frozen teacher masked and unmasked, run the
-student on the same mask, and match per-layer projections (masked frames -> unmasked teacher,
-unmasked frames -> masked teacher). Validation uses no mask anywhere.
+``masking``, one training step: sample a span mask, run the frozen teacher masked and unmasked,
+run the student on the same mask, and match per-layer projections (masked frames -> unmasked
+teacher, unmasked frames -> masked teacher). ``layer`` and ``distilhubert`` sample no mask and
+run the teacher once, unmasked. Validation uses no mask anywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from torch import Tensor
 
 from armdistill.config import to_dict
 from armdistill.distill.config import DistillConfig, Plan
-from armdistill.distill.losses import LossOutput, layer_distillation_loss, masking_distillation_loss
+from armdistill.distill.losses import (
+    LossOutput,
+    distilhubert_loss,
+    layer_distillation_loss,
+    masking_distillation_loss,
+)
 from armdistill.distill.masking import compute_mask
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
@@ -61,13 +67,26 @@ class DistillModule(pl.LightningModule):
     """The student is the only submodule; the teacher stays outside the module tree, so
     checkpoints, DDP and ``.train()`` never touch it."""
 
-    def __init__(self, student: Student, teacher: Teacher, cfg: DistillConfig, plan: Plan, teacher_fingerprint: str):
+    def __init__(
+        self,
+        student: Student,
+        teacher: Teacher,
+        cfg: DistillConfig,
+        plan: Plan,
+        teacher_fingerprint: str,
+        teacher_init: list[str] | None = None,
+    ):
+        """``teacher_init``: names of the student tensors copied from the teacher (None: none were)."""
         super().__init__()
         self.student = student
         object.__setattr__(self, "teacher", teacher)
         self.cfg = cfg
         self.plan = plan
         self.teacher_fingerprint = teacher_fingerprint
+        self.teacher_init = teacher_init
+        # unmasked objectives never read the mask embedding; a parameter without a gradient
+        # would also stop DDP (find_unused_parameters is off)
+        student.mask_embedding.requires_grad_(cfg.loss.uses_mask)
 
     def on_fit_start(self) -> None:
         # the strategy has placed the student by now; the teacher follows it
@@ -89,27 +108,45 @@ class DistillModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         wav, lengths = batch["wav"], batch["lengths"]  # [batch, samples], [batch]
         rng = self._micro_batch_rng(batch_idx)
-        frames = self.student.frame_lengths(lengths)
-        total = int(self.student.frame_lengths(lengths.new_tensor([wav.shape[1]]))[0])
-        mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)  # [batch, frames]
-        with torch.no_grad():
-            teacher_masked, teacher_unmasked = self.teacher.masked_and_unmasked(wav, lengths, mask)
-        out = self.student(wav, lengths, mask)
-        result = masking_distillation_loss(
-            out.projections, teacher_masked.layers, teacher_unmasked.layers, mask, out.padding_mask, self.cfg.loss
-        )
+        mask = None
+        if self.cfg.loss.uses_mask:
+            frames = self.student.frame_lengths(lengths)
+            total = int(self.student.frame_lengths(lengths.new_tensor([wav.shape[1]]))[0])
+            mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)  # [batch, frames]
+            self.log("train/mask_fraction", mask.sum() / frames.sum(), on_step=True, batch_size=wav.shape[0])
+        result = self.distillation_loss(wav, lengths, mask)
         self._log("train", result, wav.shape[0])
-        self.log("train/mask_fraction", mask.sum() / frames.sum(), on_step=True, batch_size=wav.shape[0])
         self.log("train/batch_seconds", float(lengths.sum()) / self.cfg.data.sample_rate, on_step=True, batch_size=wav.shape[0])
         return result.loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        wav, lengths = batch["wav"], batch["lengths"]
+        result = self.distillation_loss(batch["wav"], batch["lengths"])
+        self._log("val", result, batch["wav"].shape[0])
+        return result.loss
+
+    def distillation_loss(self, wav: Tensor, lengths: Tensor, mask: Tensor | None = None) -> LossOutput:
+        """The objective's loss for ``wav`` ``[batch, samples]`` with ``lengths`` ``[batch]``.
+
+        ``mask`` ``[batch, frames]`` (masking objective only) masks student and teacher; without
+        it the masking objective reduces to layer-to-layer distillation, as in validation.
+        """
+        loss_cfg = self.cfg.loss
+        if mask is not None and not loss_cfg.uses_mask:
+            raise ValueError(f"loss.objective={loss_cfg.objective!r} takes no mask")
+        if mask is not None:
+            with torch.no_grad():
+                teacher_masked, teacher_unmasked = self.teacher.masked_and_unmasked(wav, lengths, mask)
+            out = self.student(wav, lengths, mask)
+            return masking_distillation_loss(
+                out.projections, teacher_masked.layers, teacher_unmasked.layers, mask, out.padding_mask, loss_cfg
+            )
         teacher_out = self.teacher.layer_outputs(wav, lengths)
         out = self.student(wav, lengths)
-        result = layer_distillation_loss(out.projections, teacher_out.layers, out.padding_mask, self.cfg.loss)
-        self._log("val", result, wav.shape[0])
-        return result.loss
+        if loss_cfg.objective == "distilhubert":
+            layer_map = loss_cfg.layer_map if loss_cfg.layer_map is not None else range(len(out.projections))
+            targets = [teacher_out.layers[i] for i in layer_map]
+            return distilhubert_loss(out.projections, targets, out.padding_mask, loss_cfg.cos_weight)
+        return layer_distillation_loss(out.projections, teacher_out.layers, out.padding_mask, loss_cfg)
 
     def _log(self, stage: str, result: LossOutput, batch_size: int) -> None:
         training = stage == "train"
@@ -139,6 +176,7 @@ class DistillModule(pl.LightningModule):
             "config": to_dict(self.cfg),
             "student_config": to_dict(self.student.config),
             "teacher_fingerprint": self.teacher_fingerprint,
+            "teacher_init": self.teacher_init,
             "rng_states": rng_states(),
         }
 

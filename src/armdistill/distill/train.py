@@ -1,9 +1,10 @@
-"""Trainer set-up for masking distillation: data, callbacks, checkpoints, resume and export.
+"""Trainer set-up for distillation: data, callbacks, checkpoints, resume and export.
 
 Layout of ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/`` (Lightning, for resume:
 periodic, ``last.ckpt`` and ``best.ckpt`` by validation loss; no teacher weights; loadable with
 ``weights_only=True``), ``logs/`` (TensorBoard, CSV) and ``student/`` (+ ``student-best/``),
-written by ``Student.save_pretrained`` with ``distill.json`` beside the weights.
+written by ``Student.save_pretrained`` with ``distill.json`` beside the weights (which also
+lists the tensors copied from the teacher when ``student.init_from_teacher`` is set).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class DistillData(pl.LightningDataModule):
 
 
 def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> None:
-    """Frames must align 1:1 and every student head must have a teacher layer of its width."""
+    """Frames must align 1:1 and every projection head must have a teacher layer of its width."""
     s, t = student.config.downsample, teacher.downsample
     if s != t:
         raise ConfigError(
@@ -112,12 +113,24 @@ def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> 
         raise ConfigError("student.conv_layers: frame counts differ from the teacher's for some lengths (kernels differ)")
     if student.config.proj_dim != teacher.dim:
         raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
-    layer_map = cfg.loss.layer_map or list(range(student.config.num_layers))
-    if len(layer_map) != student.config.num_layers or max(layer_map) >= teacher.num_layers:
+    heads = len(student.config.head_layers)
+    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(heads))
+    if len(layer_map) != heads or max(layer_map) >= teacher.num_layers:
         raise ConfigError(
             f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
-            f"student's {student.config.num_layers} layers"
+            f"student's {heads} projection heads"
         )
+
+
+def initialise_from_teacher(student: Student, teacher: Teacher) -> list[str]:
+    """Copy the teacher's tensors whose names and shapes match the student's; returns their names."""
+    copied = student.init_from_teacher(teacher.model.state_dict())
+    if not copied:
+        raise ConfigError(
+            "student.init_from_teacher: no teacher tensor matches a student tensor in name and shape "
+            "(the student must follow the teacher's layout, as the distilhubert preset follows HuBERT's)"
+        )
+    return copied
 
 
 def git_revision() -> str:
@@ -140,6 +153,11 @@ def write_student(student: Student, directory: str | Path, info: dict[str, Any])
     return directory
 
 
+def teacher_init_record(copied: list[str] | None) -> dict[str, Any] | None:
+    """What ``distill.json`` says of the initialisation: None, or the count and names of the copied tensors."""
+    return None if copied is None else {"count": len(copied), "tensors": list(copied)}
+
+
 def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
     """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -150,7 +168,8 @@ def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
     prefix = "student."
     student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     info = {"config": saved["config"], "git_revision": git_revision(), "teacher_fingerprint": saved["teacher_fingerprint"],
-            "global_step": ckpt["global_step"], "checkpoint": str(ckpt_path)}
+            "teacher_init": teacher_init_record(saved.get("teacher_init")), "global_step": ckpt["global_step"],
+            "checkpoint": str(ckpt_path)}
     return write_student(student, directory, info)
 
 
@@ -209,7 +228,7 @@ def resume_path(cfg: DistillConfig, resume: str | None) -> Path | None:
 
 
 def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
-    """Train a student by masking distillation; returns the exported student directory."""
+    """Train a student by ``cfg.loss.objective``; returns the exported student directory."""
     cfg.check_paths()
     p = plan(cfg)
     ckpt = resume_path(cfg, resume)
@@ -217,8 +236,10 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
     teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
     student = Student(cfg.student_config())
     check_compatible(student, teacher, cfg)
+    # a resumed run overwrites these weights from its checkpoint; the record stays the same
+    copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
     fingerprint = teacher.fingerprint()
-    module = DistillModule(student, teacher, cfg, p, fingerprint)
+    module = DistillModule(student, teacher, cfg, p, fingerprint, copied)
     trainer, best = build_trainer(cfg, p, has_valid=cfg.data.valid is not None)
     out = Path(cfg.output_dir)
     if trainer.is_global_zero:
@@ -227,7 +248,7 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
     trainer.fit(module, datamodule=DistillData(cfg), ckpt_path=ckpt, weights_only=True)
     if trainer.is_global_zero:
         info = {"config": resolved_dict(cfg), "git_revision": git_revision(), "teacher_fingerprint": fingerprint,
-                "global_step": trainer.global_step}
+                "teacher_init": teacher_init_record(copied), "global_step": trainer.global_step}
         write_student(student, out / "student", info)
         if best is not None and Path(best.best_model_path).is_file():
             export_checkpoint(best.best_model_path, out / "student-best")
