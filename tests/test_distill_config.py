@@ -11,7 +11,7 @@ import yaml
 
 from armdistill.cli import main
 from armdistill.config import ConfigError
-from armdistill.distill.config import DistillConfig, load_config, plan
+from armdistill.distill.config import DistillConfig, load_config, plan, resolved_dict
 from armdistill.distill.module import DistillModule, lr_factor
 from armdistill.distill.train import check_compatible
 from armdistill.models.student import Student
@@ -41,12 +41,53 @@ def test_release_recipes_hold_the_release_schedule(name: str) -> None:
     assert cfg.trainer.max_steps == steps and cfg.trainer.gradient_clip_val is None
     assert cfg.data.effective_batch_seconds == seconds
     assert (cfg.loss.hint_weight, cfg.loss.rec_weight, cfg.loss.release_compat) == (0.1, 1.0, False)
+    assert cfg.loss.objective == "masking" and not cfg.init_from_teacher
     assert plan(cfg).warmup_steps == round(0.05 * steps)
     # what the user must fill in is exactly the three paths
     with pytest.raises(ConfigError, match="teacher.path"):
         cfg.check_paths()
     filled = load_config(CONFIGS / f"{name}.yaml", ["teacher.path=t", "data.train=a.tsv", "data.valid=b.tsv"])
     filled.check_paths()
+
+
+def test_layer_distill_recipe_is_armhubert_without_masking() -> None:
+    layer, masking = load_config(CONFIGS / "layer-distill-960h.yaml"), load_config(CONFIGS / "armhubert-960h.yaml")
+    assert layer.loss.objective == "layer" and not layer.loss.uses_mask
+    for section in ("student", "data", "optim", "trainer", "teacher"):
+        assert getattr(layer, section) == getattr(masking, section), section
+    assert (layer.loss.kind, layer.loss.hint_weight, layer.loss.rec_weight, layer.loss.layer_map) == ("mse", 0.1, 1.0, None)
+    assert resolved_dict(layer)["resolved"]["objective"] == {
+        "name": "layer", "teacher_passes": ["unmasked"], "student_input": "unmasked",
+        "head_targets": [[k, k] for k in range(12)], "init_from_teacher": False,
+    }
+
+
+def test_distilhubert_recipe_holds_the_published_setup() -> None:
+    cfg = load_config(CONFIGS / "distilhubert-960h.yaml")
+    assert cfg.student == {"preset": "distilhubert", "init_from_teacher": True}
+    student = cfg.student_config()
+    assert (student.num_layers, student.dim, student.ffn_dim, student.head_layers) == (2, 768, 3072, [1, 1, 1])
+    assert (cfg.loss.objective, cfg.loss.layer_map, cfg.loss.cos_weight) == ("distilhubert", [3, 7, 11], 1.0)
+    assert cfg.trainer.max_steps == 200_000 and cfg.optim.lr == 2e-4 and cfg.optim.schedule == "linear"
+    assert plan(cfg).warmup_steps == 14_000 and plan(cfg).accumulate == 1
+    assert cfg.data.effective_batch_seconds == pytest.approx(24 * 12.3) and cfg.data.max_batch_size == 24
+    assert (cfg.data.crop_seconds, cfg.trainer.gradient_clip_val) == (15.625, 5.0)
+    with pytest.raises(ConfigError, match="teacher.path"):
+        cfg.check_paths()
+    load_config(CONFIGS / "distilhubert-960h.yaml", ["teacher.path=t", "data.train=a.tsv", "data.valid=b.tsv"]).check_paths()
+
+
+def test_print_config_shows_the_objective(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["distill", "--config", str(CONFIGS / "distilhubert-960h.yaml"), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["loss"]["objective"] == "distilhubert" and printed["student"]["init_from_teacher"] is True
+    assert printed["resolved"]["objective"] == {
+        "name": "distilhubert", "teacher_passes": ["unmasked"], "student_input": "unmasked",
+        "head_targets": [[1, 3], [1, 7], [1, 11]], "init_from_teacher": True,
+    }
+    assert main(["distill", "--config", str(CONFIGS / "tiny.yaml"), "--print-config"]) == 0
+    objective = yaml.safe_load(capsys.readouterr().out)["resolved"]["objective"]
+    assert objective["name"] == "masking" and objective["teacher_passes"] == ["masked", "unmasked"]
 
 
 @pytest.mark.parametrize(
@@ -146,4 +187,11 @@ def test_frame_rate_and_width_are_checked() -> None:
     deep = load_config(CONFIGS / "tiny.yaml", ["student.num_layers=4", "student.reuse_pattern=[true,false,true,false]"])
     with pytest.raises(ConfigError, match="loss.layer_map"):
         check_compatible(Student(deep.student_config()), teacher, deep)
+    # heads, not layers, need teacher layers: four layers with two heads fit a two-layer teacher
+    headed = load_config(CONFIGS / "tiny.yaml", ["student.num_layers=4", "student.reuse_pattern=[true,false,true,false]",
+                                                 "student.head_inputs=[1,3]"])
+    check_compatible(Student(headed.student_config()), teacher, headed)
+    beyond = load_config(CONFIGS / "tiny.yaml", ["loss.layer_map=[0,2]"])
+    with pytest.raises(ConfigError, match=r"loss.layer_map: \[0, 2\] must give one of the teacher's 2 layers"):
+        check_compatible(Student(beyond.student_config()), teacher, beyond)
     torch.testing.assert_close(teacher.frame_lengths(torch.tensor([16000])), torch.tensor([49]))
