@@ -245,3 +245,19 @@ def test_distilhubert_preset_and_teacher_initialisation():
         out = student.eval()(torch.randn(1, 8000))
     assert len(out.projections) == 3
     assert all(p.shape == (1, out.hidden_states[-1].shape[1], 768) for p in out.projections)
+
+
+def test_feature_grad_mult_scales_only_the_cnn_gradient():
+    wav, lengths = _batch([8000])
+    kw = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feature_dropout=0.0)
+    plain, scaled = _tiny(**kw), _tiny(feature_grad_mult=0.1, **kw)
+    scaled.load_state_dict(plain.state_dict())
+    grads = []
+    for model in (plain, scaled):
+        model(wav, lengths).projections[-1].sum().backward()
+        grads.append((model.feature_extractor.conv_layers[0].conv.weight.grad.clone(),
+                      model.encoder.layers[0].feed_forward.output_dense.weight.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0] * 0.1, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+    with pytest.raises(ConfigError, match="feature_grad_mult"):
+        preset_config("tiny-arm", feature_grad_mult=2.0)

@@ -22,6 +22,9 @@ class StudentConfig:
     it reuses the map of the most recent computing layer (and so has no query/key projections).
     An empty pattern means every layer computes attention.
 
+    ``feature_grad_mult`` scales the gradient reaching the CNN front end (fairseq's
+    ``feature_grad_mult``; DistilHuBERT uses 0.1).
+
     ``head_inputs[k]`` is the layer whose output head ``k`` reads (0-based); None gives one head
     per layer (head k reads layer k), as the paper's students. DistilHuBERT's prediction heads
     all read the last layer: ``[L-1, L-1, L-1]``.
@@ -44,6 +47,7 @@ class StudentConfig:
     proj_dim: int | None = 768
     head_inputs: list[int] | None = None
     grad_scale: bool = False
+    feature_grad_mult: float = 1.0
     reuse_mode: ReuseMode = "paper"
 
     @property
@@ -96,6 +100,8 @@ class StudentConfig:
                 raise ConfigError(
                     f"head_inputs: expected layer indices in [0, {self.num_layers}) and proj_dim set, got {self.head_inputs}"
                 )
+        if not 0.0 <= self.feature_grad_mult <= 1.0:
+            raise ConfigError(f"feature_grad_mult: must be in [0, 1], got {self.feature_grad_mult}")
         if self.reuse_mode not in REUSE_MODES:
             raise ConfigError(f"reuse_mode: {self.reuse_mode!r} is not one of {list(REUSE_MODES)}")
 
@@ -141,6 +147,7 @@ PRESETS: dict[str, StudentConfig] = {
     "distilhubert": StudentConfig(
         conv_layers=[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2, dim=768, ffn_dim=3072,
         num_heads=12, num_layers=2, proj_dim=768, head_inputs=[1, 1, 1], feature_dropout=0.1,
+        feature_grad_mult=0.1,
     ),
     # Small students for tests and the CPU demo: same structure, total stride 320 (50 Hz).
     "tiny-arm": StudentConfig(

@@ -214,6 +214,7 @@ class Student(nn.Module):
             raise ValueError(f"wav: expected [batch, samples], got shape {tuple(wav.shape)}")
         exact = self.config.reuse_mode != "release"
         feats, frame_lengths = self.feature_extractor(wav, lengths, exact_padding=exact)
+        feats = scale_grad(feats, self.config.feature_grad_mult)
         x = self.feature_projection(feats)
         pad = padding_mask(frame_lengths, x.shape[1]) if frame_lengths is not None else None
         if mask is not None:
