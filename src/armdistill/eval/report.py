@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from armdistill.eval.upstream import _is_student_dir
+from armdistill.eval.upstream import is_student_dir
 from armdistill.models.commands import model_info
 from armdistill.models.student import Student
 
@@ -62,11 +62,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def find_student(run_dir: Path) -> Path | None:
     """The run's student directory: the run itself, ``student/``, or its only student subfolder."""
-    if _is_student_dir(run_dir):
+    if is_student_dir(run_dir):
         return run_dir
-    if _is_student_dir(run_dir / "student"):
+    if is_student_dir(run_dir / "student"):
         return run_dir / "student"
-    found = sorted(p for p in run_dir.iterdir() if p.is_dir() and _is_student_dir(p))
+    found = sorted(p for p in run_dir.iterdir() if p.is_dir() and is_student_dir(p))
     if len(found) > 1:
         raise ValueError(f"{run_dir}: several student directories ({', '.join(p.name for p in found)}); "
                          "pass the one to report")

@@ -119,7 +119,7 @@ class TeacherUpstream(Upstream):
         return torch.stack(out.hidden_states)[:, 0].float()
 
 
-def _is_student_dir(path: Path) -> bool:
+def is_student_dir(path: Path) -> bool:
     config = path / CONFIG_NAME
     if not config.is_file():
         return False
@@ -148,7 +148,7 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
             student = Student.from_preset(preset)
         return StudentUpstream(student, student_features, name=f"{preset} (random init, seed {seed})")
     path = Path(text)
-    if path.is_dir() and _is_student_dir(path):
+    if path.is_dir() and is_student_dir(path):
         return StudentUpstream(Student.from_pretrained(path), student_features, name=str(path))
     source = text.removeprefix("teacher:")
     try:
