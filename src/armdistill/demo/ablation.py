@@ -9,7 +9,6 @@ not repeated, so an interrupted ablation continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import sys
@@ -21,18 +20,15 @@ from typing import Any
 from armdistill.config import apply_overrides, from_dict, to_dict
 from armdistill.demo.config import DemoConfig
 from armdistill.demo.pipeline import probe_settings, subset_manifest, synthesise, teacher_source
-from armdistill.distill.losses import LossConfig
 
 
 @dataclass(frozen=True)
 class Variant:
-    """``overrides``: dotted demo-file keys that turn the reference into this variant;
-    ``requires``: a LossConfig field the variant needs (None: always available)."""
+    """``overrides``: dotted demo-file keys that turn the reference into this variant."""
 
     key: str
     label: str
     overrides: tuple[str, ...]
-    requires: str | None = None
 
 
 # tiny-mask's two extra query/key projections (2 x 2 x (128 x 128 + 128) = 66,048 weights) are paid
@@ -41,13 +37,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("reference", "ARM (tiny-arm), masking distillation, paper reuse", ()),
     Variant("all_attention", "all-attention student (tiny-mask, ffn 192)",
             ("distill.student.preset=tiny-mask", "distill.student.ffn_dim=192")),
-    Variant("layer_objective", "plain layer-to-layer distillation", ("distill.loss.objective=layer",), "objective"),
+    Variant("layer_objective", "plain layer-to-layer distillation", ("distill.loss.objective=layer",)),
     Variant("release_reuse", "release reuse maths", ("distill.student.reuse_mode=release",)),
 )
-
-
-def available(variant: Variant) -> bool:
-    return variant.requires is None or variant.requires in {f.name for f in dataclasses.fields(LossConfig)}
 
 
 def variant_config(base: DemoConfig, variant: Variant, seed: int) -> DemoConfig:
@@ -58,8 +50,7 @@ def variant_config(base: DemoConfig, variant: Variant, seed: int) -> DemoConfig:
 
 def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path) -> dict[str, Any]:
     """Distil and probe one (variant, seed); reuses a finished run's results."""
-    from armdistill.demo.pipeline import distill
-    from armdistill.eval.probe import run_probe
+    from armdistill.demo.pipeline import distill, probe
     from armdistill.models.student import Student
 
     result_path = out / "result.json"
@@ -69,8 +60,7 @@ def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path
     student_dir = distill(cfg, corpus, out)
     trained = time.perf_counter() - began
     student = Student.from_pretrained(student_dir)
-    metrics = run_probe("pr", student, manifests["train"], manifests["valid"], manifests["test"],
-                        out / "probe", probe_settings(cfg))
+    metrics = probe("student", student, manifests, out / "probe", probe_settings(cfg))
     result = {"per": metrics["test"], "valid_per": metrics["valid"], "params": student.num_parameters(),
               "distill_seconds": round(trained, 1), "seconds": round(time.perf_counter() - began, 1)}
     result_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -89,9 +79,6 @@ def table(rows: list[dict[str, Any]], teacher_per: float, seeds: list[int]) -> s
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        if not row["runs"]:
-            lines.append(f"| {row['label']} | - | not run: {row['skipped']} | - | - |")
-            continue
         pers = [r["per"] for r in row["runs"]]
         p = row["runs"][0]["params"]
         seconds = statistics.mean(r["distill_seconds"] for r in row["runs"])
@@ -102,10 +89,16 @@ def table(rows: list[dict[str, Any]], teacher_per: float, seeds: list[int]) -> s
 
 
 def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
-    """Run every available variant for every seed; writes ``ablation.json`` and ``ablation.md``."""
-    from armdistill.eval.probe import run_probe
+    """Run every variant for every seed; writes ``ablation.json`` and ``ablation.md``."""
+    from armdistill.demo.pipeline import torch_threads
 
-    out = Path(out)
+    with torch_threads(base.threads):
+        return _run_all(base, Path(out), seeds)
+
+
+def _run_all(base: DemoConfig, out: Path, seeds: list[int]) -> str:
+    from armdistill.demo.pipeline import probe
+
     began = time.perf_counter()
     corpus = synthesise(base)
     manifests = {
@@ -113,18 +106,14 @@ def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
         "valid": corpus / "valid.tsv",
         "test": corpus / "test.tsv",
     }
-    teacher = run_probe("pr", f"teacher:{teacher_source(base)}", manifests["train"], manifests["valid"],
-                        manifests["test"], out / "teacher", probe_settings(base))
+    teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
     rows = []
     for variant in VARIANTS:
         row: dict[str, Any] = {"key": variant.key, "label": variant.label, "overrides": list(variant.overrides), "runs": []}
-        if not available(variant):
-            row["skipped"] = f"this build has no loss.{variant.requires} key"
-        else:
-            for seed in seeds:
-                print(f"[{time.perf_counter() - began:6.0f} s] ablation: {variant.label}, seed {seed}", file=sys.stderr)
-                cfg = variant_config(base, variant, seed)
-                row["runs"].append({"seed": seed, **run_one(cfg, corpus, manifests, out / variant.key / f"seed{seed}")})
+        for seed in seeds:
+            print(f"[{time.perf_counter() - began:6.0f} s] ablation: {variant.label}, seed {seed}", file=sys.stderr)
+            cfg = variant_config(base, variant, seed)
+            row["runs"].append({"seed": seed, **run_one(cfg, corpus, manifests, out / variant.key / f"seed{seed}")})
         rows.append(row)
     text = table(rows, teacher["test"], seeds)
     wall = round(time.perf_counter() - began, 1)

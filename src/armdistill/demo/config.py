@@ -59,10 +59,14 @@ class DemoConfig:
     ``teacher_margin``: the largest PER gap (absolute) between distilled student and teacher
     that the report counts as "close to the teacher"; ``attention_utterance``: index into the
     test split of the utterance whose attention maps are drawn; ``cache_dir``: corpus and
-    feature cache (null: ``$ARMDISTILL_CACHE`` or ``~/.cache/armdistill``).
+    feature cache (null: ``$ARMDISTILL_CACHE`` or ``~/.cache/armdistill``); ``threads``: torch
+    threads for the whole run (null: torch's default). One thread is the default because on a
+    shared 2-core machine two threads measured 6-40x slower (threads spin waiting for a core
+    another process holds); on an idle machine two are faster.
     """
 
     name: str = "demo"
+    threads: int | None = 1
     teacher: str = ""
     teacher_margin: float = 0.1
     attention_utterance: int = 0
@@ -74,6 +78,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.teacher_margin < 0:
             raise ConfigError(f"teacher_margin: must be >= 0, got {self.teacher_margin}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be at least 1 or null, got {self.threads}")
         if self.attention_utterance < 0:
             raise ConfigError(f"attention_utterance: must be >= 0, got {self.attention_utterance}")
 

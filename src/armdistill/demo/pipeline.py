@@ -71,11 +71,13 @@ def synthesise(cfg: DemoConfig) -> Path:
     synth.generate has no progress hook, so a bar follows the audio files as they appear.
     """
     from armdistill.synth import generate, load_meta, plan_speech
+    from armdistill.synth.corpus import GENERATOR_VERSION
 
     out = corpus_dir(cfg)
     c = cfg.corpus
     meta = load_meta(out)
-    if meta is not None and meta.get("args", {}).get("minutes") == float(c.minutes) and meta.get("seed") == c.seed:
+    wanted = {"task": "speech", "minutes": float(c.minutes), "seed": int(c.seed), "version": GENERATOR_VERSION}
+    if meta is not None and meta.get("args") == wanted:
         print(f"corpus: cached at {out}", file=sys.stderr)
         return out
     total = sum(len(specs) for specs in plan_speech(c.minutes, c.seed).values())
@@ -83,8 +85,9 @@ def synthesise(cfg: DemoConfig) -> Path:
 
     def follow(bar: tqdm) -> None:
         while not done.wait(0.5):
-            bar.n = min(total, _count_audio(out))
-            bar.refresh()
+            count = min(total, _count_audio(out))
+            if count != bar.n:
+                bar.update(count - bar.n)
 
     with tqdm(total=total, desc="synthesise", unit="utt") as bar:
         watcher = threading.Thread(target=follow, args=(bar,), daemon=True)
@@ -94,8 +97,7 @@ def synthesise(cfg: DemoConfig) -> Path:
         finally:
             done.set()
             watcher.join()
-        bar.n = total
-        bar.refresh()
+        bar.update(total - bar.n)
     return out
 
 
@@ -156,20 +158,22 @@ def upstreams(cfg: DemoConfig, student_dir: Path) -> dict[str, Upstream]:
     }
 
 
+def probe(name: str, upstream: Upstream | Student | str, manifests: dict[str, Path], out: Path,
+          settings: ProbeConfig) -> dict[str, Any]:
+    """One PR probe (eval/probe.py) whose epochs advance a progress bar."""
+    with tqdm(total=settings.resolved("pr").epochs, desc=f"probe {name}", unit="epoch") as bar:
+        def log(line: str) -> None:
+            if line.startswith("epoch "):
+                bar.update(1)
+                bar.set_postfix_str(line.split(": ", 1)[1])
+
+        return run_probe("pr", upstream, manifests["train"], manifests["valid"], manifests["test"], out, settings, log)
+
+
 def probe_all(cfg: DemoConfig, models: dict[str, Upstream], manifests: dict[str, Path], out: Path) -> dict[str, dict]:
-    """One PR probe per upstream, same settings for all; epochs advance a progress bar."""
+    """One PR probe per upstream, the same settings for all."""
     settings = probe_settings(cfg)
-    results = {}
-    for name, upstream in models.items():
-        epochs = settings.resolved("pr").epochs
-        with tqdm(total=epochs, desc=f"probe {name}", unit="epoch") as bar:
-            def log(line: str, bar: tqdm = bar) -> None:
-                if line.startswith("epoch "):
-                    bar.update(1)
-                    bar.set_postfix_str(line.split(": ", 1)[1])
-            results[name] = run_probe("pr", upstream, manifests["train"], manifests["valid"], manifests["test"],
-                                      out / "probes" / name, settings, log)
-    return results
+    return {name: probe(name, upstream, manifests, out / "probes" / name, settings) for name, upstream in models.items()}
 
 
 def probe_settings(cfg: DemoConfig) -> ProbeConfig:
@@ -190,11 +194,26 @@ def attention_wav(cfg: DemoConfig, corpus: Path) -> tuple[torch.Tensor, str]:
     return torch.from_numpy(load_audio(path)), path.stem
 
 
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (None: unchanged), then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     """Run every stage and write the report; returns the report dict (report.json)."""
+    with torch_threads(cfg.threads):
+        return _run_stages(cfg, Path(out))
+
+
+def _run_stages(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from armdistill.demo import plots, report
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     load_before = os.getloadavg()

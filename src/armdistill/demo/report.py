@@ -57,7 +57,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
         "checks": checks(per, cfg.teacher_margin),
         "wall_seconds": round(timer.elapsed(), 1),
         "stage_seconds": dict(timer.stages),
-        "cpu": {"cores": os.cpu_count(), "load_average_before": [round(v, 2) for v in load_before],
+        "cpu": {"cores": os.cpu_count(), "torch_threads": cfg.threads, "load_average_before": [round(v, 2) for v in load_before],
                 "load_average_after": [round(v, 2) for v in load_after]},
         "probe": {
             "task": "pr", "head": "linear CTC on a learned softmax-weighted sum of layer-normed layers",
@@ -85,7 +85,8 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = [
         f"# armdistill demo report ({data['name']})",
         "",
-        f"Wall time {data['wall_seconds']:.0f} s on {data['cpu']['cores']} CPU cores "
+        f"Wall time {data['wall_seconds']:.0f} s on {data['cpu']['cores']} CPU cores, "
+        f"{data['cpu']['torch_threads'] or 'default'} torch thread(s) "
         f"(load average before {data['cpu']['load_average_before'][0]}, after {data['cpu']['load_average_after'][0]}); "
         "stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in data["stage_seconds"].items()) + ".",
         "",
