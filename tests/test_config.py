@@ -52,6 +52,30 @@ def test_errors_name_the_dotted_key(data, message):
         from_dict(Outer, data)
 
 
+@dataclass
+class SelfNaming:
+    n: int = 1
+
+    def __post_init__(self):
+        if self.n < 0:
+            raise ConfigError(f"section.n: must be >= 0, got {self.n}")
+
+
+@dataclass
+class Top:
+    section: SelfNaming = field(default_factory=SelfNaming)
+
+
+@dataclass
+class Root:
+    top: Top = field(default_factory=Top)
+
+
+def test_nested_errors_carry_the_prefix_once():
+    with pytest.raises(ConfigError, match=r"^top\.section\.n: must be >= 0"):
+        from_dict(Root, {"top": {"section": {"n": -1}}})
+
+
 def test_bad_override_and_yaml_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["steps"])

@@ -108,10 +108,14 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     except TypeError as err:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
     except ConfigError as err:
-        # A section's own validation names its field; give the full dotted key.
-        if prefix and not str(err).startswith(prefix + "."):
-            raise ConfigError(f"{prefix}.{err}") from None
-        raise
+        # A section's own validation names its field (or itself and its field); give the full
+        # dotted key once.
+        msg = str(err)
+        if not prefix or msg.startswith(prefix + "."):
+            raise
+        parent, _, last = prefix.rpartition(".")
+        key = _join(parent, msg) if msg.startswith(last + ".") else f"{prefix}.{msg}"
+        raise ConfigError(key) from None
 
 
 def to_dict(obj: Any) -> Any:
