@@ -130,7 +130,8 @@ def test_report_equals_probe_metrics(demo_run: tuple[Path, dict]):
     configs = {json.dumps(json.loads((out / "probes" / n / "metrics.json").read_text())["config"]) for n in UPSTREAMS}
     assert len(configs) == 1
     assert report["distill"]["steps"] == 3
-    assert report["wall_seconds"] >= sum(report["stage_seconds"].values())
+    stages = report["stage_seconds"].values()
+    assert report["wall_seconds"] + 0.005 * (len(stages) + 1) >= sum(stages)  # each value rounded to 0.01 s
     md = (out / "report.md").read_text()
     for name in UPSTREAMS:
         assert f"| {name} | {report['per'][name]:.3f} |" in md

@@ -55,7 +55,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
         "per": per,
         "valid_per": {name: results[name]["valid"] for name in UPSTREAMS},
         "checks": checks(per, cfg.teacher_margin),
-        "wall_seconds": round(timer.elapsed(), 1),
+        "wall_seconds": round(timer.elapsed(), 2),
         "stage_seconds": dict(timer.stages),
         "cpu": {"cores": os.cpu_count(), "torch_threads": cfg.threads, "load_average_before": [round(v, 2) for v in load_before],
                 "load_average_after": [round(v, 2) for v in load_after]},
