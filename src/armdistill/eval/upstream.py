@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from armdistill.config import to_dict
 from armdistill.eval.features import BASELINES, baseline_features
+from armdistill.io.digest import weights_digest
 from armdistill.models.config import PRESETS
 from armdistill.models.student import CONFIG_NAME, Student
 
@@ -58,15 +59,6 @@ class BaselineUpstream(Upstream):
         return baseline_features(self.name, wav)[None]
 
 
-def _weights_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 class StudentUpstream(Upstream):
     """A student's raw layer outputs (``hidden``: encoder input + every layer) or its
     projection-head outputs (``projections``: one per layer)."""
@@ -90,7 +82,7 @@ class StudentUpstream(Upstream):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             config = json.dumps(to_dict(self.student.config), sort_keys=True)
-            digest = hashlib.sha256(f"{config}|{_weights_digest(self.student)}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{config}|{weights_digest(self.student)}".encode()).hexdigest()
             self._fingerprint = f"student:{self.features}:{digest}"
         return self._fingerprint
 

@@ -9,7 +9,6 @@ each is exactly what its layer emits (pre-LN stacks: before the encoder's final 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.io.digest import weights_digest
 from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
 from armdistill.teachers.convert import load_original
 
@@ -124,12 +124,7 @@ class Teacher(nn.Module):
 
     def fingerprint(self) -> str:
         """sha256 over every weight's name, dtype, shape and bytes."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return weights_digest(self.model)
 
     # -- forward ---------------------------------------------------------------------
     def frame_lengths(self, lengths: Tensor) -> Tensor:
