@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "armdistill.synth.commands",
     "armdistill.demo.commands",
     "armdistill.eval.superb_commands",
+    "armdistill.export.commands",
 )
 
 

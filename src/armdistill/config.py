@@ -15,13 +15,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from armdistill.errors import UserError
+
 T = TypeVar("T")
 
 # YAML 1.1 (PyYAML) reads "5e-3" as a string; numbers in that form are still numbers here.
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or key is invalid; the message names the key."""
 
 

@@ -1,0 +1,23 @@
+"""The errors a user can fix: ``armdistill`` prints them as one line and exits with code 2.
+
+Everything else is a bug in armdistill and keeps its traceback. Each message names the file,
+key or argument at fault and what was expected (``KEY: expected WHAT, got VALUE``).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base of every error caused by the user's input (config, files, data, refusals)."""
+
+
+class FileFormatError(UserError, ValueError):
+    """A file exists but is not what was expected (corrupt, wrong kind, wrong shapes)."""
+
+
+class DataError(UserError, ValueError):
+    """An audio file or manifest line is unusable (missing, undecodable, too short, non-finite)."""
+
+
+class RefusedError(UserError):
+    """A file was refused because loading it could run code; nothing from it was executed."""

@@ -1,0 +1,1 @@
+"""Students out of the project: transformers directories (``hf``) and ONNX Runtime models (``onnx``)."""
