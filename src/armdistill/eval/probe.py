@@ -24,7 +24,7 @@ from armdistill.eval.cache import FeatureDtype, FeatureSet, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
-from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.eval.upstream import StudentFeatures, Upstream, as_upstream
 
 Task = Literal["pr", "asr", "ks", "sid"]
 BLANK = "<blank>"
@@ -285,7 +285,7 @@ def run_probe(
         "task": task,
         "upstream": up.name,
         "fingerprint": up.fingerprint(),
-        "student_features": up.features if isinstance(up, StudentUpstream) else None,
+        "student_features": up.features,
         "metric": metric,
         "test": test_scores[metric],
         "valid": summary["history"][summary["best_epoch"] - 1][f"valid_{metric}"],
