@@ -9,7 +9,6 @@ step (forward + backward through the heads). Random weights: speed does not depe
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from transformers import HubertConfig, HubertModel
 
 from armdistill.models.student import Student
+from _report import emit
 
 
 def _sync(device: torch.device) -> None:
@@ -90,11 +90,7 @@ def main() -> None:
         "dtype": str(dtype),
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
