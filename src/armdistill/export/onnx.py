@@ -191,7 +191,8 @@ def export_student(student: Student, out: str | Path, quantize: str | None = Non
     export_onnx(student, out / MODEL_NAME)
     wav, lengths = check_batch()
     reference = reference_outputs(student, wav, lengths)
-    fp32 = OnnxStudent(out / MODEL_NAME)(wav, lengths)
+    threads = torch.get_num_threads()
+    fp32 = OnnxStudent(out / MODEL_NAME, threads)(wav, lengths)
     info = {
         "format": "armdistill-onnx",
         "version": INTERFACE_VERSION,
@@ -209,7 +210,7 @@ def export_student(student: Student, out: str | Path, quantize: str | None = Non
         quantize_int8(out / MODEL_NAME, out / INT8_NAME)
         info["models"]["int8"] = INT8_NAME
         info["int8"] = {"weights": "int8, onnxruntime dynamic quantisation", "ops": list(QUANTIZED_OPS)}
-        info["int8_vs_fp32"] = distances(OnnxStudent(out / INT8_NAME)(wav, lengths), fp32)
+        info["int8_vs_fp32"] = distances(OnnxStudent(out / INT8_NAME, threads)(wav, lengths), fp32)
     (out / INTERFACE_NAME).write_text(json.dumps(info, indent=2) + "\n")
     return out
 
