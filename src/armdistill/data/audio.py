@@ -10,6 +10,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from armdistill.errors import DataError, MissingFileError
+
 
 def resampled_length(num_samples: int, orig_rate: int, target_rate: int) -> int:
     """Samples that ``resample_poly`` returns when taking ``num_samples`` from ``orig_rate`` to ``target_rate``."""
@@ -28,18 +30,18 @@ def audio_info(path: str | Path) -> AudioInfo:
     """Header of ``path`` without decoding; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: audio file not found")
+        raise MissingFileError(f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
     except sf.SoundFileError as err:
-        raise ValueError(f"{path}: cannot read audio header ({err})") from err
+        raise DataError(f"{path}: cannot read audio header ({err})") from err
     return AudioInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
 
 
 def target_num_samples(path: str | Path, sample_rate: int = 16000, resample: bool = True) -> int:
     """Length of ``path`` in samples at ``sample_rate``, from its header only.
 
-    Raises ``ValueError`` naming the file when it is not mono, or has another rate and
+    Raises :class:`DataError` naming the file when it is not mono, or has another rate and
     ``resample`` is off; the same checks ``load_audio`` makes.
     """
     info = audio_info(path)
@@ -67,10 +69,12 @@ def load_audio(
     try:
         if info.sample_rate == sample_rate:
             wav, _ = sf.read(str(path), dtype="float32", start=start, stop=stop)
-            return wav
-        wav, _ = sf.read(str(path), dtype="float32")
+        else:
+            wav, _ = sf.read(str(path), dtype="float32")
     except sf.SoundFileError as err:
-        raise ValueError(f"{path}: cannot decode audio ({err})") from err
+        raise DataError(f"{path}: cannot decode audio ({err})") from err
+    if info.sample_rate == sample_rate:
+        return wav
     g = gcd(info.sample_rate, sample_rate)
     wav = resample_poly(wav, sample_rate // g, info.sample_rate // g).astype(np.float32)
     return wav[start:stop]
@@ -78,6 +82,6 @@ def load_audio(
 
 def _check_format(path: Path, channels: int, rate: int, sample_rate: int, resample: bool) -> None:
     if channels != 1:
-        raise ValueError(f"{path}: {channels} channels; expected mono audio")
+        raise DataError(f"{path}: {channels} channels; expected mono audio")
     if rate != sample_rate and not resample:
-        raise ValueError(f"{path}: sample rate {rate} Hz; expected {sample_rate} Hz (resampling is off)")
+        raise DataError(f"{path}: sample rate {rate} Hz; expected {sample_rate} Hz (resampling is off)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from armdistill.config import ConfigError
 from armdistill.data.librispeech import build_split_manifest
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     names = [split.resolve().name for split in args.splits]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"split directories share the name(s) {', '.join(duplicates)}; their manifests would collide")
+        raise ConfigError(f"split directories share the name(s) {', '.join(duplicates)}; their manifests would collide")
     for split in args.splits:
         summary = build_split_manifest(
             split, args.out, sample_rate=args.sample_rate, resample=not args.no_resample, progress=not args.quiet

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from armdistill.data.audio import load_audio
 from armdistill.data.manifest import read_labels, read_manifest
+from armdistill.errors import DataError
 
 
 class AudioDataset(Dataset):
@@ -46,7 +47,7 @@ class AudioDataset(Dataset):
         # positions in the manifest of the kept utterances; dataset index i is manifest entry kept[i]
         self.kept = [i for i, n in enumerate(self.manifest.num_samples) if low <= n <= high]
         if not self.kept:
-            raise ValueError(
+            raise DataError(
                 f"{self.manifest_path}: no utterance lasts between {min_seconds} and {max_seconds} s "
                 f"at {sample_rate} Hz ({len(self.manifest)} listed)"
             )
@@ -85,7 +86,7 @@ class AudioDataset(Dataset):
         except (FileNotFoundError, ValueError) as err:
             raise type(err)(f"{where}: {err}") from err
         if len(wav) != expected:
-            raise ValueError(
+            raise DataError(
                 f"{where}: {self.manifest.paths[entry]} gives {len(wav)} samples at {self.sample_rate} Hz "
                 f"where {expected} were expected (the manifest lists {size}); rebuild the manifest"
             )

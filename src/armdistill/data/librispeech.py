@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from armdistill.data.audio import target_num_samples
 from armdistill.data.manifest import label_path, write_manifest
+from armdistill.errors import DataError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ def read_transcripts(split_dir: Path) -> dict[Path, str]:
             utterance, _, words = line.strip().partition(" ")
             words = " ".join(words.upper().split())
             if not words:
-                raise ValueError(f"{trans}:{lineno}: expected 'UTTERANCE-ID WORDS...', got {line!r}")
+                raise DataError(f"{trans}:{lineno}: expected 'UTTERANCE-ID WORDS...', got {line!r}")
             audio = trans.parent / f"{utterance}.flac"
             if not audio.is_file():
-                raise FileNotFoundError(f"{trans}:{lineno}: no audio file {audio.name} for utterance {utterance}")
+                raise MissingFileError(f"{trans}:{lineno}: no audio file {audio.name} for utterance {utterance}")
             if audio in transcripts:
-                raise ValueError(f"{trans}:{lineno}: utterance {utterance} transcribed twice")
+                raise DataError(f"{trans}:{lineno}: utterance {utterance} transcribed twice")
             transcripts[audio] = words
     return transcripts
 
@@ -61,15 +62,15 @@ def build_split_manifest(
     """Write ``out_dir/SPLIT.tsv`` (+ ``.wrd``/``.ltr``) for one split directory, in path order."""
     split_dir = Path(split_dir).resolve()
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: split directory not found")
+        raise MissingFileError(f"{split_dir}: split directory not found")
     audio_files = sorted(split_dir.rglob("*.flac"))
     if not audio_files:
-        raise FileNotFoundError(f"{split_dir}: no .flac files found")
+        raise DataError(f"{split_dir}: no .flac files found")
     transcripts = read_transcripts(split_dir)
     if transcripts:
         missing = [path for path in audio_files if path not in transcripts]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{missing[0]}: no line for it in the chapter's .trans.txt ({len(missing)} files lack one)"
             )
     rows = []

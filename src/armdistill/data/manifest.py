@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from armdistill.errors import DataError, MissingFileError
+
 
 @dataclass
 class Manifest:
@@ -26,13 +28,23 @@ class Manifest:
         return self.root / self.paths[index]
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found")
-    lines = path.read_text().splitlines()
+        raise MissingFileError(f"{path}: manifest not found")
+    lines = _read_lines(path)
     if not lines:
-        raise ValueError(f"{path}: empty manifest; expected the root directory on the first line")
+        raise DataError(f"{path}: empty manifest; expected the root directory on the first line")
+    nul = next((i for i, line in enumerate(lines, start=1) if "\x00" in line), None)
+    if nul is not None:
+        raise DataError(f"{path}:{nul}: a NUL byte, which no path can hold")
     root = Path(lines[0].strip())
     if not root.is_absolute():
         root = (path.parent / root).resolve()
@@ -41,8 +53,8 @@ def read_manifest(path: str | Path) -> Manifest:
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) < 2 or not parts[0].strip() or not parts[1].strip().isdigit():
-            raise ValueError(f"{path}:{lineno}: expected 'relative_path<TAB>num_samples', got {line!r}")
+        if len(parts) < 2 or not parts[0].strip() or not (parts[1].strip().isascii() and parts[1].strip().isdigit()):
+            raise DataError(f"{path}:{lineno}: expected 'relative_path<TAB>num_samples', got {line!r}")
         paths.append(parts[0])
         sizes.append(int(parts[1]))
         line_numbers.append(lineno)
@@ -65,8 +77,8 @@ def label_path(manifest_path: str | Path, ext: str) -> Path:
 def read_labels(manifest_path: str | Path, ext: str, expected: int | None = None) -> list[str]:
     path = label_path(manifest_path, ext)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: label file not found (expected beside {manifest_path})")
-    labels = path.read_text().splitlines()
+        raise MissingFileError(f"{path}: label file not found (expected beside {manifest_path})")
+    labels = _read_lines(path)
     if expected is not None and len(labels) != expected:
-        raise ValueError(f"{path}: {len(labels)} lines, but the manifest lists {expected} utterances")
+        raise DataError(f"{path}: {len(labels)} lines, but the manifest lists {expected} utterances")
     return labels

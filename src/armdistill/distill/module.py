@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from armdistill.config import to_dict
+from armdistill.config import ConfigError, to_dict
 from armdistill.distill.config import DistillConfig, Plan
 from armdistill.distill.losses import (
     LossOutput,
@@ -183,7 +183,8 @@ class DistillModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("armdistill", {}).get("teacher_fingerprint")
         if saved != self.teacher_fingerprint:
-            raise ValueError(
-                f"the checkpoint was trained against teacher {saved}, but teacher.path gives {self.teacher_fingerprint}"
+            raise ConfigError(
+                f"teacher.path: the checkpoint was trained against teacher {saved}, but teacher.path gives "
+                f"{self.teacher_fingerprint}"
             )
         set_rng_states(checkpoint["armdistill"]["rng_states"])

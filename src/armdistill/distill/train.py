@@ -19,6 +19,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
@@ -28,6 +29,8 @@ from armdistill.data.dataset import AudioDataset
 from armdistill.data.sampler import DynamicBatchSampler
 from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
 from armdistill.distill.module import DistillModule
+from armdistill.errors import FileFormatError, MissingFileError
+from armdistill.io.safe_pickle import safe_torch_load
 from armdistill.models.config import StudentConfig
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
@@ -158,12 +161,26 @@ def teacher_init_record(copied: list[str] | None) -> dict[str, Any] | None:
     return None if copied is None else {"count": len(copied), "tensors": list(copied)}
 
 
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reads (``--resume``) through :func:`safe_torch_load`: code-carrying
+    archives are refused and the pickle may hold tensors and containers only."""
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A distillation checkpoint of ours, read with tensors and containers only."""
+    ckpt = safe_torch_load(path, standins=False)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("armdistill"), dict) or "state_dict" not in ckpt:
+        raise FileFormatError(f"{path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
+    return ckpt
+
+
 def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
-    """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("armdistill")
-    if saved is None:
-        raise ValueError(f"{ckpt_path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
+    """Turn a distillation checkpoint into a student directory."""
+    ckpt = read_checkpoint(ckpt_path)
+    saved = ckpt["armdistill"]
     student = Student(StudentConfig.from_dict(saved["student_config"]))
     prefix = "student."
     student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
@@ -212,7 +229,7 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
         limit_val_batches=(t.limit_val_batches or 1.0) if has_valid else 0,
         log_every_n_steps=t.log_every_steps, logger=loggers or False, callbacks=callbacks,
         enable_progress_bar=t.progress_bar != "none", use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=out,
+        num_sanity_val_steps=0, default_root_dir=out, plugins=[SafeCheckpointIO()],
     )
     return trainer, best
 
@@ -223,7 +240,7 @@ def resume_path(cfg: DistillConfig, resume: str | None) -> Path | None:
         return None
     path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        raise MissingFileError(f"{path}: no checkpoint to resume from")
     return path
 
 

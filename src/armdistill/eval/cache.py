@@ -21,7 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from armdistill.config import ConfigError
 from armdistill.data.manifest import read_manifest
+from armdistill.errors import DataError, FileFormatError, MissingFileError
 from armdistill.eval.upstream import Upstream
 
 FeatureDtype = Literal["float16", "float32"]
@@ -66,7 +68,7 @@ def manifest_fingerprint(manifest_path: str | Path) -> str:
         try:
             stat = audio.stat()
         except FileNotFoundError:
-            raise FileNotFoundError(f"{manifest_path}: audio file {audio} not found") from None
+            raise MissingFileError(f"{manifest_path}: audio file {audio} not found") from None
         digest.update(f"{audio}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -82,7 +84,7 @@ def _load_entry(entry: Path) -> FeatureSet:
     features = torch.cat([s["features"] for s in shards], dim=1)
     lengths = torch.cat([s["lengths"] for s in shards])
     if len(lengths) != meta["num_utterances"]:
-        raise ValueError(f"{entry}: cache entry holds {len(lengths)} utterances, meta.json says {meta['num_utterances']}")
+        raise FileFormatError(f"{entry}: cache entry holds {len(lengths)} utterances, meta.json says {meta['num_utterances']}")
     return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]))
 
 
@@ -90,7 +92,7 @@ def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch
     name = f"shard-{index:05d}.safetensors"
     features = torch.cat(chunks, dim=1).to(dtype).contiguous()
     if not torch.isfinite(features).all():
-        raise ValueError(f"features overflow {dtype} (non-finite values); use feature_dtype float32")
+        raise ConfigError(f"feature_dtype: features overflow {dtype} (non-finite values); use feature_dtype float32")
     lengths = torch.tensor([c.shape[1] for c in chunks], dtype=torch.long)
     save_file({"features": features, "lengths": lengths}, str(directory / name))
     return name
@@ -135,7 +137,7 @@ def load_or_extract(
                 chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
-                raise ValueError(f"{manifest_path}: manifest lists no utterances")
+                raise DataError(f"{manifest_path}: manifest lists no utterances")
             shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
         meta = {
             "format": CACHE_FORMAT, "upstream": upstream.name, "fingerprint": upstream.fingerprint(),

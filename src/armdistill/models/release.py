@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from armdistill.errors import FileFormatError
 from armdistill.io.safe_pickle import safe_torch_load
 from armdistill.models.config import preset_config
 from armdistill.models.student import Student
@@ -40,11 +41,12 @@ _RENAMES: list[tuple[str, str]] = [
 ]
 
 
-def rename_release_key(key: str) -> str:
+def rename_release_key(key: str) -> str | None:
+    """Our name for a key of the released student; None when the key is not one of the release's."""
     for pattern, template in _RENAMES:
         if re.fullmatch(pattern, key):
             return re.sub(pattern, template, key)
-    raise KeyError(f"unrecognised key in the released student: {key!r}")
+    return None
 
 
 def read_release_state(path: str | Path) -> dict[str, Tensor]:
@@ -52,11 +54,17 @@ def read_release_state(path: str | Path) -> dict[str, Tensor]:
     ckpt = safe_torch_load(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a Lightning checkpoint with a 'state_dict' mapping")
-    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+        raise FileFormatError(f"{path}: expected a Lightning checkpoint with a 'state_dict' mapping")
+    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(STUDENT_PREFIX)}
     if not student:
-        raise ValueError(f"{path}: no '{STUDENT_PREFIX}*' keys; is this a released distillation checkpoint?")
-    return {rename_release_key(k): v for k, v in student.items()}
+        raise FileFormatError(f"{path}: no '{STUDENT_PREFIX}*' keys; is this a released distillation checkpoint?")
+    if not all(isinstance(v, Tensor) for v in student.values()):
+        raise FileFormatError(f"{path}: the '{STUDENT_PREFIX}*' entries of 'state_dict' are not all tensors")
+    renamed = {k: rename_release_key(k) for k in student}
+    unknown = sorted(k for k, new in renamed.items() if new is None)
+    if unknown:
+        raise FileFormatError(f"{path}: unrecognised key(s) in the released student: {unknown[:3]}")
+    return {renamed[k]: v for k, v in student.items()}
 
 
 def _shape_mismatches(model: Student, state: dict[str, Tensor]) -> list[str]:
@@ -81,4 +89,4 @@ def import_release(path: str | Path, preset: str | None = None) -> Student:
             model.load_state_dict(state)
             return model
         report[name] = problems[:3]
-    raise ValueError(f"{path}: the student's tensors match no preset {candidates}; first differences: {report}")
+    raise FileFormatError(f"{path}: the student's tensors match no preset {candidates}; first differences: {report}")

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
+from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.models.attention import AttentionState
 from armdistill.models.config import REUSE_MODES, StudentConfig, preset_config
 from armdistill.models.frontend import FeatureExtractor, conv_output_lengths, padding_mask
@@ -153,17 +155,30 @@ class Student(nn.Module):
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing; expected a directory written by save_pretrained")
+                raise MissingFileError(f"{path}: missing; expected a directory written by save_pretrained")
         try:
             data = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
-        data.update(overrides)
-        model = cls(StudentConfig.from_dict(data))
-        state = load_file(str(weights_path))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cfg_path}: expected a JSON object of student settings, got {type(data).__name__}")
+        try:
+            model = cls(StudentConfig.from_dict({**data, **overrides}))
+        except ConfigError as err:
+            raise ConfigError(f"{cfg_path}: {err}") from None
+        try:
+            state = load_file(str(weights_path))
+        except SafetensorError as err:
+            raise FileFormatError(f"{weights_path}: not a readable safetensors file ({err})") from None
+        expected = model.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
+        problems += [f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} by {CONFIG_NAME}"
+                     for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        if problems:
+            raise FileFormatError(f"{weights_path}: the weights do not match {cfg_path} ({len(problems)} tensors): "
+                                  f"{'; '.join(problems[:3])}")
+        model.load_state_dict(state)
         return model
 
     def init_from_teacher(self, teacher_state: dict[str, Tensor]) -> list[str]:

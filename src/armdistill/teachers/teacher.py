@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
+from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.io.digest import weights_digest
 from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
 from armdistill.teachers.convert import load_original
+from armdistill.teachers.model_dir import load_model_dir
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 # fairseq / unilm normalise waveforms with F.layer_norm's default epsilon.
@@ -49,10 +51,10 @@ def read_normalize(directory: Path) -> bool:
         return False
     try:
         value = json.loads(path.read_text()).get("do_normalize", False)
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise FileFormatError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
     if not isinstance(value, bool):
-        raise ValueError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
+        raise FileFormatError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
     return value
 
 
@@ -77,10 +79,10 @@ class Teacher(nn.Module):
         super().__init__()
         for name in ("feature_extractor", "feature_projection", "encoder"):
             if not hasattr(model, name):
-                raise ValueError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
+                raise FileFormatError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
         for i, layer in enumerate(model.feature_extractor.conv_layers):
             if not isinstance(getattr(layer, "conv", None), nn.Conv1d) or not hasattr(layer, "activation"):
-                raise ValueError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
+                raise FileFormatError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
         self.model = model
         model.config.layerdrop = 0.0
         model.requires_grad_(False)
@@ -103,14 +105,15 @@ class Teacher(nn.Module):
         """
         path = Path(path)
         if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
-            model, stored = AutoModel.from_pretrained(path), read_normalize(path)
+            model, stored = load_model_dir(path), read_normalize(path)
         elif path.is_file():
             model, stored = load_original(path)
         else:
-            raise FileNotFoundError(f"{path}: no such teacher checkpoint file or directory")
-        return cls(model, stored if normalize is None else normalize, batch_masked)
+            raise MissingFileError(f"{path}: no such teacher checkpoint file or directory")
+        try:
+            return cls(model, stored if normalize is None else normalize, batch_masked)
+        except FileFormatError as err:  # a transformers model of another family
+            raise FileFormatError(f"{path}: {err}") from None
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the transformers model and a ``preprocessor_config.json`` carrying ``normalize``."""
@@ -196,7 +199,7 @@ class Teacher(nn.Module):
             raise ValueError(f"mask must be bool [batch, frames] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
         embed = getattr(self.model, "masked_spec_embed", None)
         if embed is None:
-            raise ValueError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
+            raise FileFormatError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
         return torch.where(mask.to(x.device)[..., None], embed.to(x.dtype), x)
 
     def _encode(self, x: Tensor, pad: Tensor | None) -> tuple[Tensor, ...]:
