@@ -26,3 +26,6 @@ class DataError(UserError, ValueError):
 class RefusedError(UserError):
     """A file was refused because loading it could run code; nothing from it was executed."""
 
+
+class NonFiniteError(UserError):
+    """Training or saving met NaN / infinite numbers it cannot step over (diverged run, bad weights)."""

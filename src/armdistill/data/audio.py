@@ -73,6 +73,9 @@ def load_audio(
             wav, _ = sf.read(str(path), dtype="float32")
     except sf.SoundFileError as err:
         raise DataError(f"{path}: cannot decode audio ({err})") from err
+    bad = int(np.count_nonzero(~np.isfinite(wav)))
+    if bad:
+        raise DataError(f"{path}: {bad} non-finite samples (NaN or inf); expected finite audio")
     if info.sample_rate == sample_rate:
         return wav
     g = gcd(info.sample_rate, sample_rate)

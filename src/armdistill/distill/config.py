@@ -145,13 +145,15 @@ class TrainerSection:
     loggers: list[Literal["tensorboard", "csv"]] = field(default_factory=lambda: ["tensorboard", "csv"])
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
     deterministic: bool = False
+    # optimiser steps in a row skipped for a non-finite loss or gradient before the run stops
+    max_consecutive_skips: int = 20
 
     def __post_init__(self) -> None:
         _check_positive(
             "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
             gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
             val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
-            log_every_steps=self.log_every_steps,
+            log_every_steps=self.log_every_steps, max_consecutive_skips=self.max_consecutive_skips,
         )
         if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
             raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")

@@ -28,6 +28,7 @@ from armdistill.data.collate import collate_audio
 from armdistill.data.dataset import AudioDataset
 from armdistill.data.sampler import DynamicBatchSampler
 from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
 from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.io.safe_pickle import safe_torch_load
@@ -196,6 +197,7 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
     ckpt_dir = out / "checkpoints"
     callbacks: list[Callback] = [
         EpochProgress(),
+        NonFiniteGuard(cfg),
         LearningRateMonitor(logging_interval="step"),
         # monitoring "step" keeps the newest keep_checkpoints periodic files
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,

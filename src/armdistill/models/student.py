@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
-from armdistill.errors import FileFormatError, MissingFileError
+from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
 from armdistill.models.attention import AttentionState
 from armdistill.models.config import REUSE_MODES, StudentConfig, preset_config
 from armdistill.models.frontend import FeatureExtractor, conv_output_lengths, padding_mask
@@ -24,6 +24,15 @@ from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def nonfinite_names(tensors: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity (empty when all are finite)."""
+    floats = {k: v for k, v in tensors.items() if v.is_floating_point()}
+    # one fused norm first (one synchronisation); the per-tensor pass runs only when it is not finite
+    if not floats or torch.isfinite(torch.nn.utils.get_total_norm(list(floats.values()))):
+        return []
+    return [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
 
 
 @dataclass
@@ -142,6 +151,10 @@ class Student(nn.Module):
         return cls(preset_config(name, **overrides))
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors``; refused when any tensor is non-finite."""
+        bad = self.nonfinite_tensors()
+        if bad:
+            raise NonFiniteError(f"{directory}: not written: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])})")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
@@ -180,6 +193,10 @@ class Student(nn.Module):
                                   f"{'; '.join(problems[:3])}")
         model.load_state_dict(state)
         return model
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of the weights and buffers holding a NaN or an infinity (empty when all are finite)."""
+        return nonfinite_names(self.state_dict())
 
     def init_from_teacher(self, teacher_state: dict[str, Tensor]) -> list[str]:
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.io.digest import weights_digest
 from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
+from armdistill.models.student import nonfinite_names
 from armdistill.teachers.convert import load_original
 from armdistill.teachers.model_dir import load_model_dir
 
@@ -110,6 +111,9 @@ class Teacher(nn.Module):
             model, stored = load_original(path)
         else:
             raise MissingFileError(f"{path}: no such teacher checkpoint file or directory")
+        bad = nonfinite_names(model.state_dict())
+        if bad:
+            raise FileFormatError(f"{path}: {len(bad)} teacher tensors hold NaN or inf values ({', '.join(bad[:3])})")
         try:
             return cls(model, stored if normalize is None else normalize, batch_masked)
         except FileFormatError as err:  # a transformers model of another family
