@@ -25,6 +25,7 @@ from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.frames import valid_mask
 
 Task = Literal["pr", "asr", "ks", "sid"]
 BLANK = "<blank>"
@@ -137,9 +138,8 @@ def _gather(feats: FeatureSet, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Utterances ``idx`` as a zero-padded ``[layers, batch, frames, dim]`` batch and their lengths."""
     lengths = feats.lengths[idx]
     frames = int(lengths.max().clamp(min=1))
-    steps = torch.arange(frames)
-    valid = steps[None, :] < lengths[:, None]
-    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + steps[None, :], 0)
+    valid = valid_mask(lengths, frames)
+    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + torch.arange(frames)[None, :], 0)
     x = feats.features[:, frame_idx].masked_fill(~valid[None, :, :, None], 0)
     return x, lengths
 

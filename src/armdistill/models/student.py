@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from armdistill.config import ConfigError, to_dict
 from armdistill.models.attention import AttentionState
 from armdistill.models.config import REUSE_MODES, StudentConfig, preset_config
-from armdistill.models.frontend import FeatureExtractor, conv_output_lengths, padding_mask
+from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
 CONFIG_NAME = "config.json"
