@@ -26,6 +26,7 @@ from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode,
 from armdistill.eval.plots import plot_layer_weights
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
 from armdistill.frames import valid_mask
+from armdistill.threads import torch_threads
 
 Task = Literal["pr", "asr", "ks", "sid"]
 BLANK = "<blank>"
@@ -269,16 +270,12 @@ def run_probe(
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(cfg.num_threads or threads)
+    with torch_threads(cfg.num_threads):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             runner = _Runner(task, cfg, splits["train"])
             summary = runner.train(splits["train"], splits["valid"], log)
         test_scores = runner.score(splits["test"])
-    finally:
-        torch.set_num_threads(threads)
     metric = TASKS[task].metric
     weights = runner.probe.weighted_sum.weights.detach().tolist()
     result = {
