@@ -146,9 +146,14 @@ def test_data_imports_nothing_of_synth():
     assert {m: t for m, t in offenders.items() if t} == {}
 
 
-def test_teachers_eval_and_pretraining_take_frames_from_the_neutral_module():
+def test_teachers_do_not_reach_into_the_student():
+    offenders = {m: sorted(t for t in GRAPH[m] if _side(t) == "models") for m in MODULES if _side(m) == "teachers"}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_eval_and_pretraining_take_frames_from_the_neutral_module():
     for module in MODULES:
-        if _side(module) in ("teachers", "eval", "pretrain"):
+        if _side(module) in ("eval", "pretrain"):
             assert "armdistill.models.frontend" not in GRAPH[module], module
 
 
