@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
+from armdistill.data.phones import ARPABET
 from armdistill.errors import DataError, MissingFileError
-from armdistill.synth.phones import ARPABET
 
 Lexicon = dict[str, tuple[str, ...]]
 

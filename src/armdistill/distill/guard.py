@@ -23,7 +23,7 @@ from torch import Tensor
 
 from armdistill.distill.config import DistillConfig
 from armdistill.errors import NonFiniteError
-from armdistill.models.student import nonfinite_names
+from armdistill.finite import nonfinite_names
 
 log = logging.getLogger(__name__)
 

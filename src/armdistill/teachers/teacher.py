@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
 from armdistill.errors import FileFormatError, MissingFileError
+from armdistill.finite import nonfinite_names
+from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
-from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
-from armdistill.models.student import nonfinite_names
 from armdistill.teachers.convert import load_original
 from armdistill.teachers.model_dir import load_model_dir
 
@@ -66,7 +66,7 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
     """
     if lengths is None:
         return F.layer_norm(wav, wav.shape[-1:], eps=WAVEFORM_EPS)
-    valid = (~padding_mask(lengths, wav.shape[1])).to(wav.dtype)
+    valid = valid_mask(lengths, wav.shape[1]).to(wav.dtype)
     count = lengths.to(wav.dtype).clamp(min=1)[:, None]
     mean = (wav * valid).sum(dim=1, keepdim=True) / count
     var = (((wav - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
