@@ -11,6 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from armdistill.models.config import WAV2VEC2_CNN
+
+
+def receptive_field(kernels_strides: Sequence[tuple[int, int]]) -> int:
+    """Fewest samples that give one frame (``conv_output_lengths`` is 0 below it)."""
+    field, jump = 1, 1
+    for kernel, stride in kernels_strides:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+# The shortest usable file for the wav2vec 2.0 CNN, which every preset's CNN matches (400 samples).
+MIN_SAMPLES = receptive_field([(kernel, stride) for _, kernel, stride in WAV2VEC2_CNN])
+
 
 def conv_output_lengths(lengths: Tensor, kernels_strides: Sequence[tuple[int, int]]) -> Tensor:
     """Valid frame count after each unpadded conv: ``floor((L - kernel) / stride) + 1``."""
