@@ -123,8 +123,13 @@ def teacher_source(cfg: DemoConfig) -> str:
     return cfg.teacher or str(armdistill.DEFAULT_TEACHER)
 
 
-def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
-    """Masking distillation with the demo recipe; returns the exported student directory."""
+def distill(cfg: DemoConfig, corpus: Path, out: Path, resume_unfinished: bool = False) -> Path:
+    """Masking distillation with the demo recipe into ``out/distill``; returns the exported student.
+
+    A previous run there is replaced, or, with ``resume_unfinished``, continued from its newest
+    checkpoint when it has one.
+    """
+    from armdistill.distill.checkpoints import CHECKPOINT_DIR
     from armdistill.distill.train import run_distillation
 
     d = cfg.distill
@@ -135,7 +140,8 @@ def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
         data=replace(d.data, train=d.data.train or str(corpus / "train.tsv"),
                      valid=str(corpus / "valid.tsv") if d.data.valid == "" else d.data.valid),
     )
-    return run_distillation(recipe)
+    resume = resume_unfinished and any((out / "distill" / CHECKPOINT_DIR).glob("*.ckpt"))
+    return run_distillation(recipe, resume="last" if resume else None, overwrite=not resume)
 
 
 def untrained_student(cfg: DemoConfig) -> Student:
