@@ -87,7 +87,8 @@ def test_kills_inside_a_checkpoint_write_and_right_after_a_resume_continue_exact
         write = rng.randint(3, 20)
         env = {**os.environ, PAUSE_ENV: str(write), "TMPDIR": str(tmp_dirs[0])}
         proc = subprocess.Popen(cli(*args), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        torn = wait_for(lambda: stalled(ckpts.glob(".*.tmp-*")), proc)
+        # (a write stalled by load before any checkpoint is complete is not the held one)
+        torn = wait_for(lambda: stalled(ckpts.glob(".*.tmp-*")) if any(ckpts.glob("step*.ckpt")) else [], proc)
         kill(proc)
         assert torn[0].exists() and not any(ckpts.glob("*-v*.ckpt")), write
         assert not (out / "student").exists()
