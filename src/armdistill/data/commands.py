@@ -8,7 +8,7 @@ from pathlib import Path
 
 from armdistill.data.check import check_manifest, default_workers, write_clean
 from armdistill.data.corpus import AUDIO_EXTENSIONS, build_manifest
-from armdistill.models.frontend import MIN_SAMPLES
+from armdistill.frames import MIN_SAMPLES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -41,9 +41,9 @@ from armdistill.distill.checkpoints import (
 )
 from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
 from armdistill.distill.module import DistillModule
+from armdistill.frames import receptive_field
 from armdistill.io.atomic import atomic_directory, write_text_atomic
 from armdistill.models.config import StudentConfig
-from armdistill.models.frontend import receptive_field
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 

@@ -30,7 +30,7 @@ from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_manifest
 from armdistill.eval.upstream import Upstream
-from armdistill.models.frontend import MIN_SAMPLES
+from armdistill.frames import MIN_SAMPLES
 
 FeatureDtype = Literal["float16", "float32"]
 META_NAME = "meta.json"

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
 
 from armdistill.config import ConfigError, from_dict
-
-ReuseMode = Literal["paper", "explicit", "release"]
-REUSE_MODES: tuple[str, ...] = ("paper", "explicit", "release")
+from armdistill.frames import WAV2VEC2_KERNELS_STRIDES
+from armdistill.models.attention import REUSE_MODES, ReuseMode
 
 ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
-# wav2vec 2.0 / HuBERT Base's CNN: stride 320 (50 Hz at 16 kHz), one frame per 400 samples
-WAV2VEC2_CNN: list[ConvSpec] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+# wav2vec 2.0 / HuBERT Base's CNN: 512 channels throughout
+WAV2VEC2_CNN: list[ConvSpec] = [(512, kernel, stride) for kernel, stride in WAV2VEC2_KERNELS_STRIDES]
 
 
 @dataclass
