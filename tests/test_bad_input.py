@@ -41,12 +41,12 @@ def _student_copy(student_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(student_dir, tmp_path / "student"))
 
 
-def test_corrupt_model_safetensors(student_dir, tiny_work, tmp_path, capsys) -> None:
+def test_corrupt_model_safetensors(student_dir, distill_work, tmp_path, capsys) -> None:
     broken = _student_copy(student_dir, tmp_path)
     (broken / "model.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{not json")
     error = _error(["info", str(broken)], capsys)
     assert f"{broken / 'model.safetensors'}: not a readable safetensors file" in error, error
-    teacher = Path(shutil.copytree(tiny_work["teacher"], tmp_path / "teacher"))
+    teacher = Path(shutil.copytree(distill_work["teacher"], tmp_path / "teacher"))
     (teacher / "model.safetensors").write_bytes(b"\x10\x00\x00\x00")
     error = _error(["convert-teacher", str(teacher), str(tmp_path / "out")], capsys)
     assert f"{teacher}: the weights do not load into HubertModel" in error, error
@@ -97,16 +97,18 @@ def test_config_is_a_directory_or_not_finite(tmp_path, capsys) -> None:
         assert f"{TINY_RECIPE}: {key}: expected a finite number, got {shown}" in error, error
 
 
-def test_a_pickle_given_to_resume(tiny_work, tmp_path, capsys) -> None:
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, tmp_path / "run")]
+def test_a_pickle_given_to_resume(distill_work, tmp_path, capsys) -> None:
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, tmp_path / "run")]
     with (tmp_path / "state.pkl").open("wb") as f:
         pickle.dump({"state_dict": {}}, f)
     error = _error([*argv, "--resume", str(tmp_path / "state.pkl")], capsys)
-    assert f"{tmp_path / 'state.pkl'}: not a readable PyTorch checkpoint" in error and "weights_only" not in error, error
+    assert f"{tmp_path / 'state.pkl'}: does not load (not a readable PyTorch checkpoint" in error, error
+    assert "weights_only" not in error, error
     torch.save({"state_dict": {"student.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
     error = _error([*argv, "--resume", str(tmp_path / "other.ckpt")], capsys)
     assert f"{tmp_path / 'other.ckpt'}: not an armdistill distillation checkpoint" in error, error
-    assert f"{tmp_path / 'none.ckpt'}: no checkpoint" in _error([*argv, "--resume", str(tmp_path / "none.ckpt")], capsys)
+    error = _error([*argv, "--resume", str(tmp_path / "none.ckpt")], capsys)
+    assert f"{tmp_path / 'none.ckpt'}: no such checkpoint file" in error, error
 
 
 def test_bugs_keep_their_traceback(monkeypatch) -> None:

@@ -96,9 +96,9 @@ def test_distill_teacher_path_refuses(hostile, kind, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_distill_resume_refuses(hostile, kind, tiny_work, tmp_path, capsys) -> None:
+def test_distill_resume_refuses(hostile, kind, distill_work, tmp_path, capsys) -> None:
     path, marker = hostile[kind]
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, tmp_path / "run"), "--resume", str(path)]
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, tmp_path / "run"), "--resume", str(path)]
     assert re.search(_expected(kind), _cli_refuses(argv, path, capsys))
     assert not marker.exists() and not (tmp_path / "run" / "student").exists()
 
@@ -115,28 +115,28 @@ def _bin_dir(teacher_dir: Path, directory: Path, weights: Path | None, keep_safe
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_transformers_pytorch_model_bin_refuses(hostile, kind, tiny_work, tmp_path) -> None:
+def test_transformers_pytorch_model_bin_refuses(hostile, kind, distill_work, tmp_path) -> None:
     path, marker = hostile[kind]
-    directory = _bin_dir(tiny_work["teacher"], tmp_path / "teacher", path)
+    directory = _bin_dir(distill_work["teacher"], tmp_path / "teacher", path)
     with pytest.raises(RefusedError, match=_expected(kind)) as info:
         Teacher.from_pretrained(directory)
     assert str(directory / "pytorch_model.bin") in str(info.value) and "weights_only" not in str(info.value)
     assert not marker.exists()
     # beside safetensors weights, a hostile pytorch_model.bin is never opened
-    both = _bin_dir(tiny_work["teacher"], tmp_path / "both", path, keep_safetensors=True)
-    assert Teacher.from_pretrained(both).fingerprint() == Teacher.from_pretrained(tiny_work["teacher"]).fingerprint()
+    both = _bin_dir(distill_work["teacher"], tmp_path / "both", path, keep_safetensors=True)
+    assert Teacher.from_pretrained(both).fingerprint() == Teacher.from_pretrained(distill_work["teacher"]).fingerprint()
     assert not marker.exists()
 
 
-def test_transformers_pytorch_model_bin_loads_through_our_reader(tiny_work, tmp_path) -> None:
-    reference = Teacher.from_pretrained(tiny_work["teacher"])
+def test_transformers_pytorch_model_bin_loads_through_our_reader(distill_work, tmp_path) -> None:
+    reference = Teacher.from_pretrained(distill_work["teacher"])
     state = reference.model.state_dict()
     # a legacy name transformers renames on load: the weight-norm halves of the positional conv
     prefix = "encoder.pos_conv_embed.conv."
     state[prefix + "weight_g"] = state.pop(prefix + "parametrizations.weight.original0")
     state[prefix + "weight_v"] = state.pop(prefix + "parametrizations.weight.original1")
     torch.save(state, tmp_path / "weights.bin")
-    directory = _bin_dir(tiny_work["teacher"], tmp_path / "teacher", tmp_path / "weights.bin")
+    directory = _bin_dir(distill_work["teacher"], tmp_path / "teacher", tmp_path / "weights.bin")
     assert Teacher.from_pretrained(directory).fingerprint() == reference.fingerprint()
     del state[prefix + "weight_g"]
     torch.save(state, directory / "pytorch_model.bin")

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from _distill_helpers import SAMPLE_RATE, TINY_RECIPE, logged, overrides, write_audio
+from _distill_helpers import RUN, SAMPLE_RATE, TINY_RECIPE, logged, overrides, write_audio
 from armdistill.cli import main
 from armdistill.data.audio import load_audio
 from armdistill.data.manifest import read_manifest, write_manifest
@@ -24,8 +24,7 @@ from armdistill.errors import DataError, NonFiniteError
 from armdistill.models.student import Student
 
 # 2 clips per micro-batch, 2 micro-batches per optimiser step; a checkpoint after every step
-RUN = ["data.micro_batch_seconds=4.0", "data.effective_batch_seconds=8.0", "data.num_buckets=2", "data.max_batch_size=2",
-       "data.valid=null", "trainer.deterministic=true", "trainer.checkpoint_every_steps=1", "trainer.keep_checkpoints=-1"]
+FAULT_RUN = [*RUN, "data.valid=null", "trainer.checkpoint_every_steps=1", "trainer.keep_checkpoints=-1"]
 STEPS = 7
 
 
@@ -76,16 +75,19 @@ def _all_finite(out: Path) -> None:
 PRECISIONS = ("32-true", "16-mixed")
 
 
+def _extreme(data: dict[str, Path], precision: str) -> list[str]:
+    """Overrides of a run whose data holds the extreme clip, with accumulation and clipping."""
+    return [*FAULT_RUN, f"data.train={data['extreme']}", f"trainer.max_steps={STEPS}", f"trainer.precision={precision}",
+            "trainer.gradient_clip_val=1.0"]
+
+
 @pytest.fixture(scope="module")
-def extreme_runs(tiny_work, data) -> dict[str, Path]:
-    """precision -> a run whose data holds the extreme clip, with accumulation, clipping and (16-mixed) fp16
-    AMP with a GradScaler."""
+def extreme_runs(distill_work, data) -> dict[str, Path]:
+    """precision -> the extreme-clip run (16-mixed: fp16 AMP with a GradScaler)."""
     runs = {}
     for precision in PRECISIONS:
         runs[precision] = data["extreme"].parent / f"run-{precision}"
-        run_distillation(load_config(TINY_RECIPE, overrides(
-            tiny_work, runs[precision], *RUN, f"data.train={data['extreme']}", f"trainer.max_steps={STEPS}",
-            f"trainer.precision={precision}", "trainer.gradient_clip_val=1.0", "optim.lr=5.0e-3")))
+        run_distillation(load_config(TINY_RECIPE, overrides(distill_work, runs[precision], *_extreme(data, precision))))
     return runs
 
 
@@ -107,9 +109,9 @@ def test_faulty_steps_leave_weights_and_optimiser_state_bit_identical(extreme_ru
     assert all(torch.equal(v, last[f"student.{k}"]) for k, v in student.items())
 
 
-def test_lr_1e6_stops_after_consecutive_skips_with_one_line(tiny_work, tmp_path, capsys, caplog) -> None:
+def test_lr_1e6_stops_after_consecutive_skips_with_one_line(distill_work, tmp_path, capsys, caplog) -> None:
     out = tmp_path / "diverged"
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, out, *RUN), "trainer.max_steps=40",
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, out, *FAULT_RUN), "trainer.max_steps=40",
             "optim.lr=1e6", "trainer.max_consecutive_skips=3"]
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -130,10 +132,10 @@ def test_lr_1e6_stops_after_consecutive_skips_with_one_line(tiny_work, tmp_path,
     assert not (out / "student").exists()
 
 
-def test_nan_audio_is_a_data_error_naming_the_file(tiny_work, data, tmp_path, capsys) -> None:
-    with pytest.raises(DataError, match=r"odd\.wav: 1 non-finite samples \(NaN or inf\)"):
+def test_nan_audio_is_a_data_error_naming_the_file(distill_work, data, tmp_path, capsys) -> None:
+    with pytest.raises(DataError, match=r"odd\.wav: 1 non-finite samples \(NaN or infinity\)"):
         load_audio(data["nan"].parent / "nan" / "odd.wav")
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, tmp_path / "run", *RUN),
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, tmp_path / "run", *FAULT_RUN),
             f"data.train={data['nan']}", "trainer.max_steps=10"]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
@@ -141,7 +143,7 @@ def test_nan_audio_is_a_data_error_naming_the_file(tiny_work, data, tmp_path, ca
     assert not (tmp_path / "run" / "student").exists()
 
 
-def test_non_finite_weights_are_never_written_nor_resumed(extreme_runs, tiny_work, tmp_path, capsys) -> None:
+def test_non_finite_weights_are_never_written_nor_resumed(extreme_runs, distill_work, data, tmp_path, capsys) -> None:
     run = extreme_runs["32-true"]
     student = Student.from_pretrained(run / "student")
     with torch.no_grad():
@@ -153,22 +155,22 @@ def test_non_finite_weights_are_never_written_nor_resumed(extreme_runs, tiny_wor
     ckpt = _ckpt(run, STEPS)
     ckpt["state_dict"]["student.heads.0.weight"][0, 0] = float("nan")
     torch.save(ckpt, tmp_path / "nan.ckpt")
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, tmp_path / "run", *RUN),
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, tmp_path / "run", *_extreme(data, "32-true")),
             f"trainer.max_steps={STEPS + 2}", "--resume", str(tmp_path / "nan.ckpt")]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{tmp_path / 'nan.ckpt'}: 1 tensors hold NaN or inf values (student.heads.0.weight)" in error, error
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
-    guard = NonFiniteGuard(load_config(TINY_RECIPE, overrides(tiny_work, tmp_path / "run")))
+    guard = NonFiniteGuard(load_config(TINY_RECIPE, overrides(distill_work, tmp_path / "run")))
     with pytest.raises(NonFiniteError, match=r"step 3: checkpoint not written: 1 tensors"):
         guard.on_save_checkpoint(SimpleNamespace(global_step=3), None, {"state_dict": ckpt["state_dict"]})
 
 
-def test_an_update_that_makes_weights_infinite_stops_before_they_are_saved(tiny_work, tmp_path, capsys) -> None:
+def test_an_update_that_makes_weights_infinite_stops_before_they_are_saved(distill_work, tmp_path, capsys) -> None:
     """Finite gradients, but a weight decay that multiplies the weights by about -1e57 (step 0 has lr 0)."""
     out = tmp_path / "exploded"
-    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(tiny_work, out, *RUN), "trainer.max_steps=10",
+    argv = ["distill", "--config", str(TINY_RECIPE), *overrides(distill_work, out, *FAULT_RUN), "trainer.max_steps=10",
             "optim.weight_decay=1e60"]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
