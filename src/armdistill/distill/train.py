@@ -240,6 +240,7 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
     fingerprint = teacher.fingerprint()
     module = DistillModule(student, teacher, cfg, p, fingerprint, copied)
+    cfg = module.cfg  # loss.target_norm resolved against the teacher, as saved below
     trainer, best = build_trainer(cfg, p, has_valid=cfg.data.valid is not None)
     out = Path(cfg.output_dir)
     if trainer.is_global_zero:

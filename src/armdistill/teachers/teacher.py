@@ -92,6 +92,9 @@ class Teacher(nn.Module):
         self.downsample = math.prod(stride for _, stride in self.kernels_strides)
         self.num_layers = len(model.encoder.layers)
         self.dim = int(model.config.hidden_size)
+        # pre-LN ("stable layer norm": HuBERT/WavLM Large, XLS-R) vs post-LN (Base models, data2vec-audio,
+        # whose config has no such flag); decides loss.target_norm "auto"
+        self.pre_ln = bool(getattr(model.config, "do_stable_layer_norm", False))
         self.train(False)
 
     # -- construction / persistence -------------------------------------------------
