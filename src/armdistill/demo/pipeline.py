@@ -124,7 +124,7 @@ def teacher_source(cfg: DemoConfig) -> str:
 
 
 def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
-    """Masking distillation with the demo recipe; returns the exported student directory."""
+    """Distillation with the demo recipe; returns the exported student directory."""
     from armdistill.distill.train import run_distillation
 
     d = cfg.distill
@@ -224,7 +224,7 @@ def _run_stages(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         "valid": corpus / "valid.tsv",
         "test": corpus / "test.tsv",
     }
-    with timer.stage("distill", f"masking distillation ({cfg.distill.trainer.max_steps} steps)"):
+    with timer.stage("distill", f"{cfg.distill.loss.objective} distillation ({cfg.distill.trainer.max_steps} steps)"):
         student_dir = distill(cfg, corpus, out)
     with timer.stage("probe", "phone-recognition probes: " + ", ".join(UPSTREAMS)):
         models = upstreams(cfg, student_dir)
