@@ -7,8 +7,9 @@ mask prob 0.8, paper reuse maths). Every variant runs at each schedule of ``abla
 run distils with the recipe seed and probes the student with the same probe seed, so seed s of a
 variant and seed s of its baseline share initialisation, batch order, masks and probe: their
 difference is the paired sample whose mean, sd and t-interval over seeds the report gives.
-Runs go to ``jobs`` worker processes; a finished run (its ``result.json``) is not repeated, so
-an interrupted ablation continues where it stopped.
+Runs go to ``jobs`` worker processes, seed by seed; a finished run (its ``result.json``) and the
+teacher's probe (its ``metrics.json``) are not repeated, so an interrupted ablation continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -210,10 +211,15 @@ def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
         "valid": corpus / "valid.tsv",
         "test": corpus / "test.tsv",
     }
-    with torch_threads(base.threads):
-        teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
+    teacher_metrics = out / "teacher" / "metrics.json"
+    if teacher_metrics.is_file():
+        teacher = json.loads(teacher_metrics.read_text())
+    else:
+        with torch_threads(base.threads):
+            teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
+    # seed by seed, so that a stopped ablation leaves complete pairs
     jobs = {(v.key, n, seed): (variant_config(base, v, seed, n), out / v.key / f"steps{n}" / f"seed{seed}")
-            for v in variants for n in steps for seed in seeds}
+            for seed in seeds for n in steps for v in variants}
     results: dict[tuple[str, int, int], dict[str, Any]] = {}
     # spawn: a fresh interpreter per worker, no forked torch / Lightning state
     with ProcessPoolExecutor(base.ablation.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
