@@ -114,7 +114,7 @@ def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> d
     sd = statistics.stdev(diffs) if len(diffs) > 1 else None
     interval = None
     if sd is not None:
-        half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
         interval = [mean - half, mean + half]
     return {"seeds": seeds, "per_seed": diffs, "mean": mean, "sd": sd, "interval": interval, "confidence": CONFIDENCE}
 
