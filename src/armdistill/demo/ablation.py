@@ -29,7 +29,9 @@ from scipy import stats
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, to_dict
 from armdistill.demo.config import DemoConfig
-from armdistill.demo.pipeline import probe_settings, subset_manifest, synthesise, teacher_source
+from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
+from armdistill.models.student import Student
+from armdistill.threads import torch_threads
 
 CONFIDENCE = 0.95
 REFERENCE = "reference"
@@ -86,9 +88,6 @@ def variant_config(base: DemoConfig, variant: Variant, seed: int, steps: int | N
 
 def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path) -> dict[str, Any]:
     """Distil and probe one (variant, schedule, seed); reuses a finished run's results."""
-    from armdistill.demo.pipeline import distill, probe, torch_threads
-    from armdistill.models.student import Student
-
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -199,18 +198,12 @@ def table(rows: list[dict[str, Any]], teacher_per: float, seeds: list[int], step
 
 def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
     """Run every selected variant for every schedule and seed; writes ``ablation.json`` and ``ablation.md``."""
-    from armdistill.demo.pipeline import probe, torch_threads
-
     out = Path(out)
     variants = selected(base.ablation.variants)
     steps = list(base.ablation.steps)
     began = time.perf_counter()
     corpus = synthesise(base)
-    manifests = {
-        "train": subset_manifest(corpus / "train.tsv", base.probe.train_minutes, out / "probe_data" / "train.tsv"),
-        "valid": corpus / "valid.tsv",
-        "test": corpus / "test.tsv",
-    }
+    manifests = probe_manifests(base, corpus, out)
     teacher_metrics = out / "teacher" / "metrics.json"
     if teacher_metrics.is_file():
         teacher = json.loads(teacher_metrics.read_text())
