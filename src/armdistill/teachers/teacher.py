@@ -19,7 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.errors import UserError
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
+from armdistill.models.export_layout import REMOTE_MODEL_TYPE
 from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
 from armdistill.teachers.convert import load_original
 
@@ -54,6 +57,13 @@ def read_normalize(directory: Path) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
     return value
+
+
+def _model_type(config_path: Path) -> object:
+    try:
+        return json.loads(config_path.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # transformers reports a broken config.json itself
 
 
 def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
@@ -97,19 +107,21 @@ class Teacher(nn.Module):
     # -- construction / persistence -------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, normalize: bool | None = None, batch_masked: bool = True) -> "Teacher":
-        """A transformers model directory, or a fairseq / unilm / s3prl ``.pt`` file.
+        """A transformers model directory, a fairseq / unilm / s3prl ``.pt`` file, or a Hub id
+        ``org/name[@revision]`` of a transformers model.
 
         ``normalize`` None keeps the checkpoint's own waveform-normalisation flag.
         """
-        path = Path(path)
+        path = resolve_pretrained(path, "teacher")
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
+            if _model_type(path / "config.json") == REMOTE_MODEL_TYPE:
+                raise UserError(f"{path}: an armdistill student exported with its own model code; a teacher must be "
+                                "a transformers-native model (load this one with Student.from_pretrained)")
             model, stored = AutoModel.from_pretrained(path), read_normalize(path)
-        elif path.is_file():
-            model, stored = load_original(path)
         else:
-            raise FileNotFoundError(f"{path}: no such teacher checkpoint file or directory")
+            model, stored = load_original(path)
         return cls(model, stored if normalize is None else normalize, batch_masked)
 
     def save_pretrained(self, directory: str | Path) -> None:
