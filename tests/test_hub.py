@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from armdistill.errors import UserError
 from armdistill.export.hf import export
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import ModelNotFoundError, resolve_pretrained
@@ -114,3 +115,9 @@ def test_an_existing_local_path_is_a_path_even_when_it_reads_as_a_hub_id(tmp_pat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "name").mkdir(parents=True)
     assert resolve_pretrained("org/name", "student") == Path("org/name")
+
+
+def test_a_remote_code_export_is_refused_as_a_teacher(cache):
+    root = cache[0]
+    with pytest.raises(UserError, match="exported with its own model code"):
+        Teacher.from_pretrained(root / "exported")

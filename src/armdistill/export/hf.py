@@ -32,6 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from armdistill.config import to_dict
 from armdistill.errors import UserError
+from armdistill.eval.features import SAMPLE_RATE
 from armdistill.eval.report import INFO_NAME
 from armdistill.export.card import CardFacts, model_card, probe_results
 from armdistill.export.hf_configuration import ArmdistillConfig
@@ -47,7 +48,6 @@ from armdistill.teachers.convert import load_original
 from armdistill.teachers.teacher import read_normalize
 
 TOLERANCE = 1e-5
-SAMPLE_RATE = 16000
 # root module -> its file in the export (remote-code kind)
 REMOTE_ROOTS = {
     "armdistill.export.hf_configuration": "configuration_armdistill",
@@ -139,20 +139,21 @@ def check_export(student: Student, directory: Path) -> dict[str, float]:
     """Load ``directory`` with transformers; the largest |difference| from the student's hidden states
     on an unpadded batch (must be within ``TOLERANCE``), and on the shorter utterance of a padded one."""
     native = is_native(student.config)
+    pre_ln = native and student.config.layer_norm_first
+    # the only remote code ever trusted: the files just generated from our own sources
     model = AutoModel.from_pretrained(directory, trust_remote_code=not native).eval()
-    g = torch.Generator().manual_seed(0)
-    wav = torch.randn(2, SAMPLE_RATE, generator=g)
+    wav = torch.randn(2, SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = student(wav).hidden_states
-    theirs = _hidden(model, wav, None, native and student.config.layer_norm_first)
+    theirs = _hidden(model, wav, None, pre_ln)
     unpadded = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
     if len(ours) != len(theirs) or not unpadded <= TOLERANCE:
         raise RuntimeError(f"{directory}: transformers' hidden states differ from the student's by {unpadded:.3g}")
     short = int(0.6 * SAMPLE_RATE)
     mask = torch.ones(2, SAMPLE_RATE, dtype=torch.long)
     mask[1, short:] = 0
-    padded = _hidden(model, wav * mask, mask, native and student.config.layer_norm_first)
-    alone = _hidden(model, wav[1:, :short], None, native and student.config.layer_norm_first)
+    padded = _hidden(model, wav * mask, mask, pre_ln)
+    alone = _hidden(model, wav[1:, :short], None, pre_ln)
     frames = alone[0].shape[1]
     padding = max(float((a[1, :frames] - b[0]).abs().max()) for a, b in zip(padded, alone))
     return {"unpadded": unpadded, "padded": padding}

@@ -16,7 +16,6 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 
-PACKAGE = "armdistill"
 _BLANK_RUNS = re.compile(r"\n{4,}")
 
 
@@ -26,27 +25,29 @@ class _Module:
     path: str
     source: str
     tree: ast.Module
-    # import statements of armdistill modules: (statement, {module it reads: [(name, bound as)]})
+    # imports from the same package: (statement, {module it reads: [(name, bound as)]})
     imports: list[tuple[ast.stmt, dict[str, list[tuple[str, str]]]]] = field(default_factory=list)
 
 
 def _load(name: str) -> _Module:
+    """Parse module ``name`` and find its imports from its own top-level package."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         raise RuntimeError(f"{name}: not a Python source module")
     with open(spec.origin, encoding="utf-8") as f:
         source = f.read()
     module = _Module(name, spec.origin, source, ast.parse(source, spec.origin))
+    top = name.split(".")[0]
     is_package = spec.origin.endswith("__init__.py")
     package = name if is_package else name.rpartition(".")[0]
     for node in ast.walk(module.tree):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == PACKAGE for a in node.names):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == top for a in node.names):
             raise RuntimeError(f"{spec.origin}:{node.lineno}: write 'from MODULE import NAME' for remote code, "
-                               "not 'import armdistill...'")
+                               f"not 'import {top}...'")
         if not isinstance(node, ast.ImportFrom):
             continue
         target = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
-        if target is None or target.split(".")[0] != PACKAGE:
+        if target is None or target.split(".")[0] != top:
             continue
         target_spec = importlib.util.find_spec(target)
         for alias in node.names:
@@ -109,9 +110,8 @@ def _rewrite(module: _Module, roots: dict[str, str]) -> tuple[str, set[str]]:
 
 
 def generate(root: str, roots: dict[str, str]) -> str:
-    """The source of file ``roots[root]`` + ``.py``: module ``root`` with what it needs inlined.
-
-    ``roots`` maps every root module to its file stem in the export.
+    """The source of file ``roots[root]`` + ``.py``: module ``root`` with what it needs from its own
+    package (``armdistill``) inlined. ``roots`` maps every root module to its file stem in the export.
     """
     order: list[_Module] = []
     seen: set[str] = set()
