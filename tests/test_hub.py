@@ -119,5 +119,5 @@ def test_an_existing_local_path_is_a_path_even_when_it_reads_as_a_hub_id(tmp_pat
 
 def test_a_remote_code_export_is_refused_as_a_teacher(cache):
     root = cache[0]
-    with pytest.raises(UserError, match="exported with its own model code"):
+    with pytest.raises(UserError, match="auto_map names model code of its own, which is never run"):
         Teacher.from_pretrained(root / "exported")

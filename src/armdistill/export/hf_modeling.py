@@ -19,10 +19,10 @@ from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from armdistill.export.hf_configuration import ArmdistillConfig
+from armdistill.frames import valid_mask
 from armdistill.models.config import StudentConfig
 from armdistill.models.export_layout import STUDENT_KEY
 from armdistill.models.exported import transformers_config
-from armdistill.models.frontend import padding_mask
 from armdistill.models.student import Student
 
 
@@ -62,7 +62,7 @@ class ArmdistillModel(ArmdistillPreTrainedModel):
         batch, samples = input_values.shape
         frames = int(self.student.frame_lengths(torch.tensor([samples]))[0])
         lengths = self.frame_lengths(input_values, attention_mask)
-        valid = None if lengths is None else (~padding_mask(lengths, frames)).long()
+        valid = None if lengths is None else valid_mask(lengths, frames).long()
         mask = _compute_mask_indices((batch, frames), cfg.mask_time_prob, cfg.mask_time_length, valid,
                                      min_masks=cfg.mask_time_min_masks)
         return torch.from_numpy(mask).to(input_values.device)
@@ -182,7 +182,7 @@ class ArmdistillForSequenceClassification(_ArmdistillWithHead):
         if frames is None:
             pooled = x.mean(dim=1)
         else:
-            valid = (~padding_mask(frames, x.shape[1])).to(x.dtype)[..., None]
+            valid = valid_mask(frames, x.shape[1]).to(x.dtype)[..., None]
             pooled = (x * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
         logits = self.classifier(pooled)
         loss = None if labels is None else F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))

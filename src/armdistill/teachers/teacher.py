@@ -20,10 +20,9 @@ from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
 
 from armdistill.errors import UserError
+from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import resolve_pretrained
-from armdistill.models.export_layout import REMOTE_MODEL_TYPE
-from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
 from armdistill.teachers.convert import load_original
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -59,11 +58,12 @@ def read_normalize(directory: Path) -> bool:
     return value
 
 
-def _model_type(config_path: Path) -> object:
+def _brings_own_code(config_path: Path) -> bool:
+    """Whether a transformers ``config.json`` names model code of its own (an ``auto_map``)."""
     try:
-        return json.loads(config_path.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None  # transformers reports a broken config.json itself
+        return "auto_map" in json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False  # transformers reports a broken config.json itself
 
 
 def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
@@ -73,7 +73,7 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
     """
     if lengths is None:
         return F.layer_norm(wav, wav.shape[-1:], eps=WAVEFORM_EPS)
-    valid = (~padding_mask(lengths, wav.shape[1])).to(wav.dtype)
+    valid = valid_mask(lengths, wav.shape[1]).to(wav.dtype)
     count = lengths.to(wav.dtype).clamp(min=1)[:, None]
     mean = (wav * valid).sum(dim=1, keepdim=True) / count
     var = (((wav - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
@@ -116,9 +116,10 @@ class Teacher(nn.Module):
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
-            if _model_type(path / "config.json") == REMOTE_MODEL_TYPE:
-                raise UserError(f"{path}: an armdistill student exported with its own model code; a teacher must be "
-                                "a transformers-native model (load this one with Student.from_pretrained)")
+            if _brings_own_code(path / "config.json"):
+                raise UserError(f"{path}: config.json: auto_map names model code of its own, which is never run; "
+                                "a teacher must be a model of transformers itself (an armdistill ARM export loads "
+                                "with Student.from_pretrained)")
             model, stored = AutoModel.from_pretrained(path), read_normalize(path)
         else:
             model, stored = load_original(path)
