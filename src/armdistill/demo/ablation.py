@@ -3,8 +3,9 @@
 Variants change one thing each against the reference (the demo recipe: ARM student, masking
 distillation, paper reuse maths): an all-attention student of about the same size, plain
 layer-to-layer distillation, and the release's reuse maths. Every run distils with the recipe
-seed and probes the student with the same probe seed. A finished run (its ``metrics.json``) is
-not repeated, so an interrupted ablation continues where it stopped.
+seed and probes the student with the same probe seed. A finished run (its ``result.json``) is
+not repeated and an unfinished distillation resumes from its newest checkpoint, so an
+interrupted ablation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path
     if result_path.is_file():
         return json.loads(result_path.read_text())
     began = time.perf_counter()
-    student_dir = distill(cfg, corpus, out)
+    student_dir = distill(cfg, corpus, out, resume_unfinished=True)
     trained = time.perf_counter() - began
     student = Student.from_pretrained(student_dir)
     metrics = probe("student", student, manifests, out / "probe", probe_settings(cfg))
