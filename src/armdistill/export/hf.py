@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +37,7 @@ from armdistill.export.card import CardFacts, model_card, probe_results
 from armdistill.export.hf_configuration import ArmdistillConfig
 from armdistill.export.hf_modeling import ArmdistillModel
 from armdistill.export.remote_code import generate
+from armdistill.io.atomic import atomic_directory
 from armdistill.io.hub import resolve_pretrained
 from armdistill.models.commands import model_info
 from armdistill.models.config import StudentConfig
@@ -189,18 +189,9 @@ def export(student_dir: str | Path, out: str | Path, args: argparse.Namespace | 
         raise UserError(f"{out}: exists and is not an empty directory; give a new output directory")
     student = Student.from_pretrained(source).eval()
     info = _read_info(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # written beside OUT and renamed into place once complete and checked
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        with _no_progress_bars():
-            _write(student, source, info, work, out.name, list(getattr(args, "probes", None) or []))
-        if out.exists():
-            out.rmdir()
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    # OUT appears only once complete and checked
+    with atomic_directory(out) as work, _no_progress_bars():
+        _write(student, source, info, work, out.name, list(getattr(args, "probes", None) or []))
     return out
 
 
