@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,9 +140,26 @@ def check_export(student: Student, directory: Path) -> dict[str, float]:
     """Load ``directory`` with transformers; the largest |difference| from the student's hidden states
     on an unpadded batch (must be within ``TOLERANCE``), and on the shorter utterance of a padded one."""
     native = is_native(student.config)
-    pre_ln = native and student.config.layer_norm_first
     # the only remote code ever trusted: the files just generated from our own sources
     model = AutoModel.from_pretrained(directory, trust_remote_code=not native).eval()
+    try:
+        return _compare(student, model, directory, native and student.config.layer_norm_first)
+    finally:
+        if not native:
+            _forget_module(type(model).__module__)
+
+
+def _forget_module(name: str) -> None:
+    """Drop the copy of the generated code transformers made under its modules cache for the
+    temporary directory, which no later load can name again."""
+    package = name.rsplit(".", 2)[0]  # transformers_modules.<directory name>(.<code hash>.<module>)
+    folder = Path(sys.modules[name].__file__).parents[1]
+    for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[module]
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _compare(student: Student, model: torch.nn.Module, directory: Path, pre_ln: bool) -> dict[str, float]:
     wav = torch.randn(2, SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = student(wav).hidden_states
