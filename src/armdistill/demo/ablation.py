@@ -8,8 +8,8 @@ run distils with the recipe seed and probes the student with the same probe seed
 variant and seed s of its baseline share initialisation, batch order, masks and probe: their
 difference is the paired sample whose mean, sd and t-interval over seeds the report gives.
 Runs go to ``jobs`` worker processes, seed by seed; a finished run (its ``result.json``) and the
-teacher's probe (its ``metrics.json``) are not repeated, so an interrupted ablation continues
-where it stopped.
+teacher's probe (its ``metrics.json``) are not repeated and an unfinished distillation resumes
+from its newest checkpoint, so an interrupted ablation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path
         return json.loads(result_path.read_text())
     with torch_threads(cfg.threads):
         began, cpu_began = time.perf_counter(), time.process_time()
-        student_dir = distill(cfg, corpus, out)
+        student_dir = distill(cfg, corpus, out, resume_unfinished=True)
         trained = time.perf_counter() - began
         student = Student.from_pretrained(student_dir)
         metrics = probe("student", student, manifests, out / "probe", probe_settings(cfg))

@@ -109,6 +109,10 @@ class DistillModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         wav, lengths = batch["wav"], batch["lengths"]  # [batch, samples], [batch]
+        if wav.shape[0] == 0:
+            # every file of the micro-batch was skipped as bad audio: a zero loss on every
+            # parameter keeps the step (and DDP's gradient reduction) as it is
+            return sum(p.sum() for p in self.student.parameters() if p.requires_grad) * 0.0
         rng = self._micro_batch_rng(batch_idx)
         mask = None
         if self.cfg.loss.uses_mask:
@@ -121,7 +125,9 @@ class DistillModule(pl.LightningModule):
         self.log("train/batch_seconds", float(lengths.sum()) / self.cfg.data.sample_rate, on_step=True, batch_size=wav.shape[0])
         return result.loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if batch["wav"].shape[0] == 0:  # every file was skipped as bad audio
+            return None
         result = self.distillation_loss(batch["wav"], batch["lengths"])
         self._log("val", result, batch["wav"].shape[0])
         return result.loss
