@@ -172,6 +172,10 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any], step: int) ->
     ``trainer.max_steps`` below the checkpoint's step; returns the allowed changes (old, new).
     """
     old, new = _flatten(saved), _flatten(current)
+    # the checkpoint records loss.target_norm resolved against its teacher, whose fingerprint the
+    # resumed run must match: "auto" resolves to the same value again
+    if new.get("loss.target_norm") == "auto" and "loss.target_norm" in old:
+        new["loss.target_norm"] = old["loss.target_norm"]
     changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
                if k != "output_dir" and old.get(k, KeyError) != new.get(k, KeyError)}
     refused = [k for k in changed if k not in RESUMABLE_KEYS]

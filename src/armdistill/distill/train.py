@@ -337,6 +337,7 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
     fingerprint = teacher.fingerprint()
     module = DistillModule(student, teacher, cfg, p, fingerprint, copied)
+    cfg = module.cfg  # loss.target_norm resolved against the teacher, as saved below
     if trainer.is_global_zero:
         write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False, default_flow_style=None))
     data = DistillData(cfg)

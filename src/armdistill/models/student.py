@@ -18,9 +18,11 @@ from torch import Tensor, nn
 from armdistill.config import ConfigError, to_dict
 from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
 from armdistill.finite import nonfinite_names
+from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.io.hub import resolve_pretrained
 from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
 from armdistill.models.config import StudentConfig, preset_config
-from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.models.exported import from_hf_names, is_export, read_export
 from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
@@ -156,8 +158,9 @@ class Student(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> "Student":
-        """Load a directory written by :meth:`save_pretrained` (JSON + safetensors; no pickle)."""
-        directory = Path(directory)
+        """Load a directory written by :meth:`save_pretrained` or by ``armdistill export --format hf``
+        (JSON + safetensors; no pickle, no remote code), or a Hub id ``org/name[@revision]`` of either."""
+        directory = resolve_pretrained(directory, "student")
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
@@ -169,13 +172,16 @@ class Student(nn.Module):
         if not isinstance(data, dict):
             raise ConfigError(f"{cfg_path}: expected a JSON object of student settings, got {type(data).__name__}")
         try:
+            if is_export(data):
+                data, state = read_export(directory, data, weights_path)
+            else:
+                state = load_file(str(weights_path))
+        except SafetensorError as err:
+            raise FileFormatError(f"{directory}: its weights are not readable safetensors ({err})") from None
+        try:
             model = cls(StudentConfig.from_dict({**data, **overrides}))
         except ConfigError as err:
             raise ConfigError(f"{cfg_path}: {err}") from None
-        try:
-            state = load_file(str(weights_path))
-        except SafetensorError as err:
-            raise FileFormatError(f"{weights_path}: not a readable safetensors file ({err})") from None
         expected = model.state_dict()
         problems = [f"missing {k}" for k in expected if k not in state]
         problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -195,7 +201,7 @@ class Student(nn.Module):
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape
         match ours (our names follow that layout): the CNN, feature projection, positional
         convolution and the first layers, as DistilHuBERT initialises. Returns the copied names."""
-        renamed = {("mask_embedding" if k == "masked_spec_embed" else k): v for k, v in teacher_state.items()}
+        renamed = from_hf_names(teacher_state)
         own = self.state_dict()
         copied = [k for k, v in renamed.items() if k in own and own[k].shape == v.shape]
         self.load_state_dict({k: renamed[k] for k in copied}, strict=False)

@@ -4,11 +4,13 @@ safetensors weights are handed to transformers with ``use_safetensors=True``, so
 a pickle in the directory. A directory with only ``pytorch_model.bin`` is read through
 :func:`armdistill.io.safe_pickle.safe_torch_load` (tensors and containers only) and the tensors
 are given to transformers as a state dict, which keeps its renames of legacy weight names.
-Missing or mis-shaped weights are errors, never silently re-initialised.
+Missing or mis-shaped weights are errors, never silently re-initialised, and a ``config.json``
+that names model code of its own (``auto_map``) is refused: that code is never run.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -16,7 +18,7 @@ from torch import Tensor
 from transformers import AutoConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from armdistill.errors import FileFormatError, MissingFileError, UserError
+from armdistill.errors import FileFormatError, MissingFileError, RefusedError, UserError
 from armdistill.io.safe_pickle import safe_torch_load
 
 CONFIG_FILE = "config.json"
@@ -25,6 +27,14 @@ PICKLED_WEIGHTS = "pytorch_model.bin"
 SHARDED_PICKLED_WEIGHTS = "pytorch_model.bin.index.json"
 # What transformers raises on a config or weights file it cannot use.
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, SafetensorError)
+
+
+def _brings_own_code(config_path: Path) -> bool:
+    """Whether a transformers ``config.json`` names model code of its own (an ``auto_map``)."""
+    try:
+        return "auto_map" in json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False  # transformers reports a broken config.json itself
 
 
 def _pickled_state(path: Path) -> dict[str, Tensor]:
@@ -39,6 +49,10 @@ def load_model_dir(directory: Path) -> PreTrainedModel:
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise MissingFileError(f"{directory}: no {CONFIG_FILE} (expected a transformers model directory)")
+    if _brings_own_code(config_path):
+        raise RefusedError(f"{config_path}: auto_map names model code of its own, which is never run; a teacher "
+                           "must be a model of transformers itself (an armdistill ARM export loads with "
+                           "Student.from_pretrained)")
     try:
         config = AutoConfig.from_pretrained(directory)
     except _LOAD_ERRORS as err:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
-from armdistill.errors import FileFormatError, MissingFileError
+from armdistill.errors import FileFormatError
 from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
 from armdistill.teachers.convert import load_original
 from armdistill.teachers.model_dir import load_model_dir
 
@@ -95,22 +96,24 @@ class Teacher(nn.Module):
         self.downsample = math.prod(stride for _, stride in self.kernels_strides)
         self.num_layers = len(model.encoder.layers)
         self.dim = int(model.config.hidden_size)
+        # pre-LN ("stable layer norm": HuBERT/WavLM Large, XLS-R) vs post-LN (Base models, data2vec-audio,
+        # whose config has no such flag); decides loss.target_norm "auto"
+        self.pre_ln = bool(getattr(model.config, "do_stable_layer_norm", False))
         self.train(False)
 
     # -- construction / persistence -------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, normalize: bool | None = None, batch_masked: bool = True) -> "Teacher":
-        """A transformers model directory, or a fairseq / unilm / s3prl ``.pt`` file.
+        """A transformers model directory, a fairseq / unilm / s3prl ``.pt`` file, or a Hub id
+        ``org/name[@revision]`` of a transformers model.
 
         ``normalize`` None keeps the checkpoint's own waveform-normalisation flag.
         """
-        path = Path(path)
+        path = resolve_pretrained(path, "teacher")
         if path.is_dir():
             model, stored = load_model_dir(path), read_normalize(path)
-        elif path.is_file():
-            model, stored = load_original(path)
         else:
-            raise MissingFileError(f"{path}: no such teacher checkpoint file or directory")
+            model, stored = load_original(path)
         bad = nonfinite_names(model.state_dict())
         if bad:
             raise FileFormatError(f"{path}: {len(bad)} teacher tensors hold NaN or inf values ({', '.join(bad[:3])})")
