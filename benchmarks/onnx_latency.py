@@ -25,7 +25,8 @@ import onnxruntime
 import torch
 from transformers import HubertConfig, HubertModel
 
-from armdistill.export.onnx import INT8_NAME, MODEL_NAME, OnnxStudent, export_student
+from armdistill.export.onnx import export_student
+from armdistill.io.onnx_model import INT8_NAME, MODEL_NAME, OnnxStudent
 from armdistill.models.macs import count_macs
 from armdistill.models.student import Student
 from _report import emit

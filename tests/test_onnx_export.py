@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from armdistill.cli import main as cli_main
-from armdistill.errors import UserError
+from armdistill.errors import NonFiniteError, UserError
 from armdistill.eval.upstream import OnnxUpstream, StudentUpstream, load_upstream
-from armdistill.export.onnx import INT8_NAME, INTERFACE_NAME, MODEL_NAME, export_student, reference_outputs
+from armdistill.export.onnx import export_student, reference_outputs
+from armdistill.io.onnx_model import INT8_NAME, INTERFACE_NAME, MODEL_NAME
 from armdistill.models.student import Student
 
 RUNNER = Path(__file__).with_name("_onnx_runtime_only.py")
@@ -155,9 +156,15 @@ def test_student_without_heads_has_no_projections_output(tmp_path: Path) -> None
         OnnxUpstream(out / MODEL_NAME, "projections")
 
 
-def test_export_refuses_to_overwrite(exported: dict) -> None:
+def test_export_refuses_to_overwrite_and_non_finite_weights(exported: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"{MODEL_NAME}: already exists"):
         export_student(exported["students"]["arm-paper"], exported["root"] / "arm-paper")
+    broken = Student.from_preset("tiny-arm")
+    with torch.no_grad():
+        broken.heads[0].weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="heads.0.weight"):
+        export_student(broken, tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()
 
 
 def test_onnx_upstream_gives_the_student_upstream_features(exported: dict) -> None:

@@ -3,6 +3,11 @@
 An entry is a directory of safetensors shards (``features [layers, frames, dim]`` with the
 utterances' frames concatenated, ``lengths [utterances]``) plus ``meta.json``. It is written
 under a temporary name and renamed into place, so a half-written entry is never read.
+
+Audio is read with the checks training makes (sample count as the manifest lists it, at least
+one frame, decodable to the end, finite). Under ``on_bad_audio="skip"`` an unusable file is left
+out and recorded in ``meta.json``; under ``"error"`` it stops extraction, and an entry that
+recorded skipped files is refused for the same reason.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from armdistill.config import ConfigError
+from armdistill.data.audio import AudioFileError, load_audio
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_manifest
+from armdistill.errors import DataError, FileFormatError, MissingFileError
 from armdistill.eval.upstream import Upstream
+from armdistill.frames import MIN_SAMPLES
 
 FeatureDtype = Literal["float16", "float32"]
 META_NAME = "meta.json"
@@ -33,11 +43,13 @@ SHARD_BYTES = 256 * 2**20
 @dataclass
 class FeatureSet:
     """features: ``[layers, total_frames, dim]``, utterance ``i`` at frames
-    ``offsets[i]:offsets[i] + lengths[i]``; lengths: ``[utterances]`` frames."""
+    ``offsets[i]:offsets[i] + lengths[i]``; lengths: ``[utterances]`` frames. ``skipped``: manifest
+    entries left out as bad audio (entry -> problem); the utterances are the others, in order."""
 
     features: Tensor
     lengths: Tensor
     layer_names: list[str]
+    skipped: dict[int, str] = field(default_factory=dict)
 
     @property
     def offsets(self) -> Tensor:
@@ -66,7 +78,7 @@ def manifest_fingerprint(manifest_path: str | Path) -> str:
         try:
             stat = audio.stat()
         except FileNotFoundError:
-            raise FileNotFoundError(f"{manifest_path}: audio file {audio} not found") from None
+            raise MissingFileError(f"{manifest_path}: audio file {audio} not found") from None
         digest.update(f"{audio}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -81,16 +93,18 @@ def _load_entry(entry: Path) -> FeatureSet:
     shards = [load_file(str(entry / name)) for name in meta["shards"]]
     features = torch.cat([s["features"] for s in shards], dim=1)
     lengths = torch.cat([s["lengths"] for s in shards])
-    if len(lengths) != meta["num_utterances"]:
-        raise ValueError(f"{entry}: cache entry holds {len(lengths)} utterances, meta.json says {meta['num_utterances']}")
-    return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]))
+    skipped = {int(i): problem for i, problem in meta.get("skipped", {}).items()}
+    if len(lengths) + len(skipped) != meta["num_utterances"]:
+        raise FileFormatError(f"{entry}: cache entry holds {len(lengths)} utterances and {len(skipped)} skipped, "
+                              f"meta.json says {meta['num_utterances']}")
+    return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]), skipped=skipped)
 
 
 def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch.dtype) -> str:
     name = f"shard-{index:05d}.safetensors"
     features = torch.cat(chunks, dim=1).to(dtype).contiguous()
     if not torch.isfinite(features).all():
-        raise ValueError(f"features overflow {dtype} (non-finite values); use feature_dtype float32")
+        raise ConfigError(f"feature_dtype: features overflow {dtype} (non-finite values); use feature_dtype float32")
     lengths = torch.tensor([c.shape[1] for c in chunks], dtype=torch.long)
     save_file({"features": features, "lengths": lengths}, str(directory / name))
     return name
@@ -102,26 +116,37 @@ def load_or_extract(
     cache_dir: str | Path,
     dtype: FeatureDtype = "float16",
     progress: bool = False,
+    on_bad_audio: BadAudioPolicy = "error",
 ) -> tuple[FeatureSet, bool]:
-    """Features of every utterance in the manifest, from the cache when present.
+    """Features of every usable utterance in the manifest, from the cache when present.
 
     Returns (features, hit); on a miss the upstream runs once per utterance and the entry is
     stored for the next call.
     """
-    from armdistill.data.audio import load_audio
-
     cache_dir = Path(cache_dir)
     entry = cache_dir / cache_key(upstream, manifest_path, dtype)
-    if (entry / META_NAME).is_file():
-        return _load_entry(entry), True
     manifest = read_manifest(manifest_path)
+    if (entry / META_NAME).is_file():
+        feats = _load_entry(entry)
+        if feats.skipped and on_bad_audio == "error":
+            first = min(feats.skipped)
+            where = f"{manifest_path}:{manifest.line_numbers[first]}"
+            raise AudioFileError(manifest.audio_path(first), feats.skipped[first], where)
+        return feats, True
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".tmp-", dir=cache_dir))
     torch_dtype = getattr(torch, dtype)
     try:
-        shards, chunks, chunk_bytes, dims = [], [], 0, None
+        shards, chunks, chunk_bytes, dims, skipped = [], [], 0, None, {}
         for i in tqdm(range(len(manifest)), desc=f"features {upstream.name}", disable=not progress):
-            wav = torch.from_numpy(load_audio(manifest.audio_path(i)))
+            try:
+                wav = torch.from_numpy(load_audio(manifest.audio_path(i), expected=manifest.num_samples[i],
+                                                  min_samples=MIN_SAMPLES))
+            except AudioFileError as err:
+                if on_bad_audio == "error":
+                    raise err.at(f"{manifest_path}:{manifest.line_numbers[i]}") from err
+                skipped[str(i)] = err.problem
+                continue
             feats = upstream.extract(wav)
             if feats.dim() != 3:
                 raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
@@ -135,13 +160,13 @@ def load_or_extract(
                 chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
-                raise ValueError(f"{manifest_path}: manifest lists no utterances")
+                raise DataError(f"{manifest_path}: manifest lists no usable utterances ({len(skipped)} skipped)")
             shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
         meta = {
             "format": CACHE_FORMAT, "upstream": upstream.name, "fingerprint": upstream.fingerprint(),
             "manifest": str(Path(manifest_path).resolve()), "num_utterances": len(manifest),
             "num_layers": dims[0], "dim": dims[1], "dtype": dtype, "shards": shards,
-            "layer_names": list(upstream.layer_names),
+            "layer_names": list(upstream.layer_names), "skipped": skipped,
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         try:

@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, from_dict, to_dict
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
+from armdistill.errors import DataError
 from armdistill.eval.cache import FeatureDtype, FeatureSet, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
 from armdistill.eval.upstream import StudentFeatures, Upstream, as_upstream
+from armdistill.frames import valid_mask
+from armdistill.threads import torch_threads
 
 Task = Literal["pr", "asr", "ks", "sid"]
 BLANK = "<blank>"
@@ -71,6 +75,8 @@ class ProbeConfig:
     feature_dtype: FeatureDtype = "float16"
     cache_dir: str | None = None
     seed: int = 0
+    # an unusable audio file stops the probe (error) or is left out with its label (skip)
+    on_bad_audio: BadAudioPolicy = "error"
     # Torch threads while the probe trains (None: leave as is). Probe steps are small: on a
     # shared 2-core CPU one thread measured ~50x faster than two (0.17 s vs ~9 s for 180 steps).
     num_threads: int | None = 1
@@ -137,9 +143,8 @@ def _gather(feats: FeatureSet, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Utterances ``idx`` as a zero-padded ``[layers, batch, frames, dim]`` batch and their lengths."""
     lengths = feats.lengths[idx]
     frames = int(lengths.max().clamp(min=1))
-    steps = torch.arange(frames)
-    valid = steps[None, :] < lengths[:, None]
-    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + steps[None, :], 0)
+    valid = valid_mask(lengths, frames)
+    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + torch.arange(frames)[None, :], 0)
     x = feats.features[:, frame_idx].masked_fill(~valid[None, :, :, None], 0)
     return x, lengths
 
@@ -240,9 +245,10 @@ class _Runner:
 def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConfig, cache_dir: Path,
              progress: bool) -> tuple[Split, bool]:
     refs = read_references(task, manifest)
-    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress)
+    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio)
+    refs = [ref for i, ref in enumerate(refs) if i not in feats.skipped]
     if len(feats) != len(refs):
-        raise ValueError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
+        raise DataError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
     return Split(feats, refs), hit
 
 
@@ -262,23 +268,21 @@ def run_probe(
     ``test_scores`` (all test metrics), ``layer_weights`` with ``layer_names``, ``cache_hits``.
     """
     if task not in TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(TASKS)}")
+        raise ConfigError(f"task: {task!r} is not one of {list(TASKS)}")
     cfg = (cfg or ProbeConfig()).resolved(task)
     up = as_upstream(upstream, cfg.student_features, cfg.seed)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "features"
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(cfg.num_threads or threads)
+        if log is not None and splits[name].feats.skipped:
+            log(f"{name}: left out {len(splits[name].feats.skipped)} unusable audio files of {manifest}")
+    with torch_threads(cfg.num_threads):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             runner = _Runner(task, cfg, splits["train"])
             summary = runner.train(splits["train"], splits["valid"], log)
         test_scores = runner.score(splits["test"])
-    finally:
-        torch.set_num_threads(threads)
     metric = TASKS[task].metric
     weights = runner.probe.weighted_sum.weights.detach().tolist()
     result = {
@@ -294,6 +298,7 @@ def run_probe(
         "layer_weights": weights,
         "vocab_size": len(runner.vocab),
         "num_utterances": {k: len(s.feats) for k, s in splits.items()},
+        "skipped_files": {k: len(s.feats.skipped) for k, s in splits.items()},
         "cache_hits": hits,
         "config": to_dict(cfg),
         **summary,

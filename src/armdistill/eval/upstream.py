@@ -11,21 +11,25 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from armdistill.config import ConfigError
 from armdistill.config import to_dict
+from armdistill.errors import MissingFileError
 from armdistill.eval.features import BASELINES, baseline_features
-from armdistill.export.onnx import INTERFACE_NAME, MODEL_NAME
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
+from armdistill.io.onnx_model import INTERFACE_NAME, MODEL_NAME, OnnxStudent
 from armdistill.models.config import PRESETS
+from armdistill.models.exported import is_export
 from armdistill.models.student import CONFIG_NAME, Student
 
 StudentFeatures = Literal["hidden", "projections"]
-STUDENT_FEATURES: tuple[str, ...] = ("hidden", "projections")
+STUDENT_FEATURES: tuple[StudentFeatures, ...] = get_args(StudentFeatures)
 # Bump when the baseline recipe in features.py changes, so stale cached features are not reused.
 BASELINE_VERSION = "1"
 
@@ -51,7 +55,7 @@ class BaselineUpstream(Upstream):
 
     def __init__(self, name: str):
         if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+            raise ConfigError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
         self.name = name
         self.layer_names = [name]
 
@@ -75,9 +79,9 @@ class StudentUpstream(Upstream):
 
     def __init__(self, student: Student, features: StudentFeatures = "hidden", name: str = "student"):
         if features not in STUDENT_FEATURES:
-            raise ValueError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
         if features == "projections" and student.heads is None:
-            raise ValueError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
+            raise ConfigError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
         self.student = student.eval().requires_grad_(False)
         self.features = features
         self.name = name
@@ -107,15 +111,13 @@ class OnnxUpstream(Upstream):
     onnxruntime uses as many threads as torch does when the upstream is built."""
 
     def __init__(self, path: str | Path, features: StudentFeatures = "hidden", name: str | None = None):
-        from armdistill.export.onnx import OnnxStudent
-
         if features not in STUDENT_FEATURES:
-            raise ValueError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
         self.path = Path(path)
         self.model = OnnxStudent(self.path, threads=torch.get_num_threads())
         self.output = "hidden_states" if features == "hidden" else "projections"
         if self.output not in self.model.output_names:
-            raise ValueError(f"{self.path}: the exported student has no projection heads; use 'hidden'")
+            raise ConfigError(f"{self.path}: the exported student has no projection heads; use 'hidden'")
         self.features = features
         self.name = name or str(self.path)
         self.layer_names = student_layer_names(features, self.model.output_shapes[self.output][0])
@@ -136,7 +138,7 @@ def onnx_model_path(path: Path) -> Path | None:
     """The model an ONNX upstream spec names: a ``.onnx`` file, or an export directory's fp32 model."""
     if path.suffix == ".onnx":
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX model")
+            raise MissingFileError(f"{path}: no such ONNX model")
         return path
     if path.is_dir() and (path / INTERFACE_NAME).is_file():
         return path / MODEL_NAME
@@ -171,15 +173,23 @@ def is_student_dir(path: Path) -> bool:
     return isinstance(data, dict) and "reuse_pattern" in data and "conv_layers" in data
 
 
+def is_exported_student(path: Path) -> bool:
+    """A directory written by ``armdistill export --format hf``."""
+    try:
+        return is_export(json.loads((path / CONFIG_NAME).read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
+
+
 def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden", seed: int = 0) -> Upstream:
     """Resolve an upstream from its command-line spelling.
 
     ``mfcc`` / ``mfcc-context`` / ``fbank``: baselines; a directory written by
-    ``Student.save_pretrained``: that student; a ``.onnx`` file or a directory written by
-    ``armdistill export --format onnx`` (its ``model.onnx``): that model under onnxruntime;
-    a student preset name (or ``preset:NAME``):
-    a randomly initialised student seeded by ``seed`` (an untrained reference point);
-    ``teacher:SRC`` or anything else: ``Teacher.from_pretrained(SRC)``.
+    ``Student.save_pretrained`` or ``armdistill export --format hf`` (or its Hub id): that
+    student; a ``.onnx`` file or a directory written by ``armdistill export --format onnx`` (its
+    ``model.onnx``): that model under onnxruntime; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
+    ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
+    ``Teacher.from_pretrained(SRC)`` (a path or Hub id).
     """
     text = str(spec)
     if text in BASELINES:
@@ -190,19 +200,19 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
             torch.manual_seed(seed)
             student = Student.from_preset(preset)
         return StudentUpstream(student, student_features, name=f"{preset} (random init, seed {seed})")
-    path = Path(text)
-    if path.is_dir() and is_student_dir(path):
-        return StudentUpstream(Student.from_pretrained(path), student_features, name=str(path))
-    onnx_model = onnx_model_path(path)
+    onnx_model = onnx_model_path(Path(text))
     if onnx_model is not None:
         return OnnxUpstream(onnx_model, student_features, name=text)
     source = text.removeprefix("teacher:")
+    path = resolve_pretrained(source, "upstream")
+    if source == text and path.is_dir() and (is_student_dir(path) or is_exported_student(path)):
+        return StudentUpstream(Student.from_pretrained(path), student_features, name=text)
     try:
         from armdistill.teachers import Teacher
     except ImportError as err:
-        raise ValueError(f"upstream {text!r}: not a baseline, preset or student directory, "
+        raise ConfigError(f"upstream {text!r}: not a baseline, preset or student directory, "
                          f"and teachers cannot be loaded: {err}") from None
-    return TeacherUpstream(Teacher.from_pretrained(source), name=source)
+    return TeacherUpstream(Teacher.from_pretrained(path), name=source)
 
 
 def as_upstream(obj: Upstream | Student | nn.Module | str | Path, student_features: StudentFeatures = "hidden",

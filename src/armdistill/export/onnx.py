@@ -26,12 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from armdistill.config import to_dict
-from armdistill.errors import UserError
+from armdistill.errors import NonFiniteError, UserError
+from armdistill.io.onnx_model import INT8_NAME, INTERFACE_NAME, MODEL_NAME, OnnxStudent
 from armdistill.models.student import Student
 
-MODEL_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
-INTERFACE_NAME = "onnx.json"
 INTERFACE_VERSION = 1
 OPSET = 17
 INPUTS: tuple[str, ...] = ("wav", "lengths")
@@ -97,29 +95,6 @@ def check_batch() -> tuple[np.ndarray, np.ndarray]:
     return wav, np.asarray(CHECK_LENGTHS, dtype=np.int64)
 
 
-class OnnxStudent:
-    """An exported student run by onnxruntime: ``model(wav, lengths)`` -> ``{output name: array}``.
-
-    ``threads``: onnxruntime intra-op threads (None: onnxruntime's default, one per core).
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
-
-    def __call__(self, wav: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
-        feeds = {"wav": np.ascontiguousarray(wav, dtype=np.float32), "lengths": np.asarray(lengths, dtype=np.int64)}
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
-
-
 def distances(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Per float output, over valid frames only: max |a - b| and ||a - b|| / ||b||."""
     valid = ~b["padding_mask"]
@@ -145,10 +120,13 @@ def export_onnx(student: Student, path: Path) -> None:
     axes.update({name: stacked if name in ("hidden_states", "projections") else frames for name in names})
     wav, lengths = check_batch()
     with torch.no_grad(), warnings.catch_warnings():
-        # torch's notice that this exporter is the legacy one, and a tracer note on GroupNorm's
-        # training-only size check: nothing the user can act on, nothing that changes the graph
+        # torch's notice that this exporter is the legacy one, and tracer notes on values that are
+        # constants of the model (GroupNorm's training-only size check, the attention scale
+        # 1/sqrt(head_dim)): nothing the user can act on, nothing that changes the graph
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module="torch.nn.functional")
+        warnings.filterwarnings("ignore", "Converting a tensor to a Python float", torch.jit.TracerWarning,
+                                module=r"armdistill\.models\.attention")
         torch.onnx.export(
             ExportGraph(student), (torch.from_numpy(wav), torch.from_numpy(lengths)), str(path),
             input_names=list(INPUTS), output_names=names, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
@@ -182,6 +160,9 @@ def export_student(student: Student, out: str | Path, quantize: str | None = Non
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
     out = Path(out)
+    bad = student.nonfinite_tensors()
+    if bad:
+        raise NonFiniteError(f"{out}: not written: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])})")
     written = [out / MODEL_NAME, out / INTERFACE_NAME, out / INT8_NAME]
     existing = [p for p in written if p.exists()]
     if existing:
