@@ -157,6 +157,8 @@ def test_distilhubert_initialises_from_teacher_and_learns(work: dict[str, Path],
     assert info["teacher_init"] == {"count": len(copied), "tensors": copied}
     best = json.loads((tmp_path / "student-best" / "distill.json").read_text())
     assert best["teacher_init"] == info["teacher_init"]
+    # one builder: the best student's record has every section of the last one's, "resolved" included
+    assert set(best) == set(info) | {"checkpoint"} and best["config"] == info["config"]
     assert info["config"]["resolved"]["objective"]["head_targets"] == [[0, 0], [0, 1]]
 
 

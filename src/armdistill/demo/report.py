@@ -15,6 +15,7 @@ from armdistill.config import to_dict
 from armdistill.data.manifest import read_manifest
 from armdistill.demo.config import DemoConfig
 from armdistill.demo.stages import UPSTREAMS, Timer
+from armdistill.distill.export import INFO_NAME
 from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
 
 SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
           student_dir: Path, manifests: Mapping[str, Path], figures: Mapping[str, str], timer: Timer,
           load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> dict[str, Any]:
     per = {name: results[name]["test"] for name in UPSTREAMS}
-    distill_info = json.loads((student_dir / "distill.json").read_text())
+    distill_info = json.loads((student_dir / INFO_NAME).read_text())
     settings = results["teacher"]["config"]
     return {
         "name": cfg.name,
