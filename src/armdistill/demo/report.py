@@ -72,7 +72,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
         "distill": {"steps": distill_info["global_step"], "student_dir": str(student_dir),
                     "objective": distill_info["config"]["loss"]["objective"],
                     "target_norm": distill_info["config"]["loss"]["target_norm"],  # resolved against the teacher
-                    "student": to_dict(cfg.distill.student_config()), "recipe": to_dict(cfg.distill)},
+                    "student": distill_info["config"]["resolved"]["student"], "recipe": to_dict(cfg.distill)},
         "params": sizes(models["teacher"], models["student"]),
         "metrics_files": {name: str(out / "probes" / name / "metrics.json") for name in UPSTREAMS},
         "figures": dict(figures),

@@ -87,7 +87,7 @@ class DistillData(pl.LightningDataModule):
     def __init__(self, cfg: DistillConfig):
         super().__init__()
         self.cfg = cfg
-        self.min_samples = receptive_field([(k, s) for _, k, s in cfg.student_config().conv_layers])
+        self.min_samples = receptive_field([(k, s) for _, k, s in cfg.student_model.conv_layers])
         d = cfg.data
         if d.crop_seconds is not None and d.crop_seconds * d.sample_rate < self.min_samples:
             raise ConfigError(f"data.crop_seconds: {d.crop_seconds} s is shorter than one frame "

@@ -36,7 +36,7 @@ from armdistill.distill.checkpoints import (
     resume_point,
     say,
 )
-from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.distill.config import DistillConfig, Plan, plan, resolve_proj_dim, resolved_dict
 from armdistill.distill.data import DistillData, EpochProgress
 from armdistill.distill.export import export_checkpoint, student_info, write_student
 from armdistill.distill.module import DistillModule
@@ -73,7 +73,7 @@ def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> 
     if student.config.proj_dim != teacher.dim:
         raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
     heads = len(student.config.head_layers)
-    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(heads))
+    layer_map = cfg.layer_map
     if len(layer_map) != heads or max(layer_map) >= teacher.num_layers:
         raise ConfigError(
             f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
@@ -165,7 +165,8 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
         prepare_run_dir(out, resuming=start is not None, overwrite=overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
-    student = Student(cfg.student_config())
+    cfg = resolve_proj_dim(cfg, teacher.dim)
+    student = Student(cfg.student_model)
     check_compatible(student, teacher, cfg)
     # a resumed run overwrites these weights from its checkpoint; the record stays the same
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
