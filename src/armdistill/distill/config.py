@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from armdistill.distill.losses import LossConfig
 from armdistill.distill.masking import MaskConfig
+from armdistill.distill.speed import SpeedSection
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
@@ -34,11 +35,14 @@ def _check_positive(section: str, **values: float | int | None) -> None:
 
 @dataclass
 class TeacherSection:
-    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint, and how it
+    runs (``Teacher``'s options: one batch and one CNN pass for both passes, SDPA attention)."""
 
     path: str = ""
     normalize: bool | None = None
     batch_masked: bool = True
+    share_front_end: bool = True
+    sdpa: bool = True
 
 
 @dataclass
@@ -173,6 +177,7 @@ class DistillConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
         heads = self.student_config().head_layers

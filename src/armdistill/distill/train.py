@@ -233,7 +233,8 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
     p = plan(cfg)
     ckpt = resume_path(cfg, resume)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
+    t = cfg.teacher
+    teacher = Teacher.from_pretrained(t.path, t.normalize, t.batch_masked, t.share_front_end, t.sdpa)
     student = Student(cfg.student_config())
     check_compatible(student, teacher, cfg)
     # a resumed run overwrites these weights from its checkpoint; the record stays the same

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from armdistill.config import ConfigError, from_dict
 
 ReuseMode = Literal["paper", "explicit", "release"]
 REUSE_MODES: tuple[str, ...] = ("paper", "explicit", "release")
+# How ``paper`` mode runs a reused map: recomputed inside SDPA, or stored and applied (the
+# ``explicit`` route). Same maths; a run-time choice, not part of a saved student.
+ReuseKernel = Literal["sdpa", "stored"]
+REUSE_KERNELS: tuple[str, ...] = get_args(ReuseKernel)
 
 ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
 
