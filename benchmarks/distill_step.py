@@ -47,10 +47,9 @@ from armdistill.data.sampler import DynamicBatchSampler, padding_fraction
 from armdistill.distill.config import DistillConfig, plan
 from armdistill.distill.module import DistillModule
 from armdistill.distill.speed import compile_models, resolve_reuse_kernel
+from armdistill.eval.features import SAMPLE_RATE
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher, make_base_model, make_random_model
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

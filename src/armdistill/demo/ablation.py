@@ -20,6 +20,7 @@ from typing import Any
 from armdistill.config import apply_overrides, from_dict, to_dict
 from armdistill.demo.config import DemoConfig
 from armdistill.demo.pipeline import probe_settings, subset_manifest, synthesise, teacher_source
+from armdistill.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,6 @@ def table(rows: list[dict[str, Any]], teacher_per: float, seeds: list[int]) -> s
 
 def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
     """Run every variant for every seed; writes ``ablation.json`` and ``ablation.md``."""
-    from armdistill.demo.pipeline import torch_threads
-
     with torch_threads(base.threads):
         return _run_all(base, Path(out), seeds)
 

@@ -27,6 +27,7 @@ from armdistill.demo.config import DemoConfig
 from armdistill.eval.probe import ProbeConfig, default_cache_dir, run_probe
 from armdistill.eval.upstream import BaselineUpstream, StudentUpstream, TeacherUpstream, Upstream
 from armdistill.models.student import Student
+from armdistill.threads import torch_threads
 
 # report.json "per" keys, in table order
 UPSTREAMS: tuple[str, ...] = ("teacher", "student", "student_untrained", "mfcc", "mfcc_context")
@@ -192,17 +193,6 @@ def attention_wav(cfg: DemoConfig, corpus: Path) -> tuple[torch.Tensor, str]:
         raise ConfigError(f"attention_utterance: {cfg.attention_utterance} is past the test split's {len(m)} utterances")
     path = m.audio_path(cfg.attention_utterance)
     return torch.from_numpy(load_audio(path)), path.stem
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (None: unchanged), then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count or previous)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:

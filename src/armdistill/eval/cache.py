@@ -3,6 +3,10 @@
 An entry is a directory of safetensors shards (``features [layers, frames, dim]`` with the
 utterances' frames concatenated, ``lengths [utterances]``) plus ``meta.json``. It is written
 under a temporary name and renamed into place, so a half-written entry is never read.
+
+Extraction reads the manifest in windows of ``WINDOW`` utterances; a padding-exact upstream
+runs each window as length-sorted, zero-padded batches of at most ``batch_seconds`` of padded
+audio (others one utterance at a time), and features are stored in manifest order.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,13 +26,20 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from armdistill.data.manifest import read_manifest
+from armdistill.data.collate import collate_audio
+from armdistill.data.manifest import Manifest, read_manifest
+from armdistill.data.sampler import DynamicBatchSampler
+from armdistill.eval.features import SAMPLE_RATE
 from armdistill.eval.upstream import Upstream
+from armdistill.threads import auto_threads, torch_threads
 
 FeatureDtype = Literal["float16", "float32"]
 META_NAME = "meta.json"
 CACHE_FORMAT = 1
 SHARD_BYTES = 256 * 2**20
+# utterances held at once: batches are formed within a window, which bounds memory
+WINDOW = 64
+FEATURE_BATCH_SECONDS = 60.0
 
 
 @dataclass
@@ -96,20 +108,46 @@ def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch
     return name
 
 
+def extract_features(upstream: Upstream, wavs: list[Tensor], batch_seconds: float = FEATURE_BATCH_SECONDS) -> list[Tensor]:
+    """Each waveform's ``[layers, frames, dim]``, in order: padding-exact upstreams run on
+    length-sorted padded batches of at most ``batch_seconds`` (a longer utterance alone)."""
+    if not upstream.padding_exact or len(wavs) < 2:
+        return [upstream.extract(wav) for wav in wavs]
+    sizes = [len(wav) for wav in wavs]
+    budget = max(batch_seconds, max(sizes) / SAMPLE_RATE)
+    feats: list[Tensor] = [torch.empty(0)] * len(wavs)
+    for batch in DynamicBatchSampler(sizes, budget, SAMPLE_RATE, num_buckets=1, shuffle=False):
+        padded = collate_audio([{"index": i, "wav": wavs[i]} for i in batch])
+        for i, out in zip(batch, upstream.extract_batch(padded["wav"], padded["lengths"])):
+            feats[i] = out
+    return feats
+
+
+def _manifest_features(upstream: Upstream, manifest: Manifest, batch_seconds: float) -> Iterator[tuple[int, Tensor]]:
+    """(index, features) of every utterance of ``manifest`` in order, extracted a window at a time."""
+    from armdistill.data.audio import load_audio
+
+    for start in range(0, len(manifest), WINDOW):
+        window = range(start, min(start + WINDOW, len(manifest)))
+        wavs = [torch.from_numpy(load_audio(manifest.audio_path(i))) for i in window]
+        yield from zip(window, extract_features(upstream, wavs, batch_seconds))
+
+
 def load_or_extract(
     upstream: Upstream,
     manifest_path: str | Path,
     cache_dir: str | Path,
     dtype: FeatureDtype = "float16",
     progress: bool = False,
+    batch_seconds: float = FEATURE_BATCH_SECONDS,
+    threads: int | None = None,
 ) -> tuple[FeatureSet, bool]:
     """Features of every utterance in the manifest, from the cache when present.
 
-    Returns (features, hit); on a miss the upstream runs once per utterance and the entry is
-    stored for the next call.
+    Returns (features, hit); on a miss the upstream runs over the manifest (by
+    :func:`extract_features`, with ``threads`` torch threads, None: :func:`auto_threads`) and
+    the entry is stored for the next call.
     """
-    from armdistill.data.audio import load_audio
-
     cache_dir = Path(cache_dir)
     entry = cache_dir / cache_key(upstream, manifest_path, dtype)
     if (entry / META_NAME).is_file():
@@ -120,19 +158,19 @@ def load_or_extract(
     torch_dtype = getattr(torch, dtype)
     try:
         shards, chunks, chunk_bytes, dims = [], [], 0, None
-        for i in tqdm(range(len(manifest)), desc=f"features {upstream.name}", disable=not progress):
-            wav = torch.from_numpy(load_audio(manifest.audio_path(i)))
-            feats = upstream.extract(wav)
-            if feats.dim() != 3:
-                raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
-            if dims is not None and (feats.shape[0], feats.shape[2]) != dims:
-                raise ValueError(f"upstream {upstream.name}: layer/dim shape changed at utterance {i}")
-            dims = (feats.shape[0], feats.shape[2])
-            chunks.append(feats.cpu())
-            chunk_bytes += feats.numel() * torch_dtype.itemsize
-            if chunk_bytes >= SHARD_BYTES:
-                shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
-                chunks, chunk_bytes = [], 0
+        features = _manifest_features(upstream, manifest, batch_seconds)
+        with torch_threads(threads or auto_threads()):
+            for i, feats in tqdm(features, total=len(manifest), desc=f"features {upstream.name}", disable=not progress):
+                if feats.dim() != 3:
+                    raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
+                if dims is not None and (feats.shape[0], feats.shape[2]) != dims:
+                    raise ValueError(f"upstream {upstream.name}: layer/dim shape changed at utterance {i}")
+                dims = (feats.shape[0], feats.shape[2])
+                chunks.append(feats.cpu())
+                chunk_bytes += feats.numel() * torch_dtype.itemsize
+                if chunk_bytes >= SHARD_BYTES:
+                    shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
+                    chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
                 raise ValueError(f"{manifest_path}: manifest lists no utterances")
