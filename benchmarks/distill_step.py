@@ -3,8 +3,9 @@
 One step: sample the span mask, run the frozen teacher masked and unmasked, run the student
 forward and backward on the project's loss (``DistillModule.step_loss``), take an AdamW step.
 Every variant trains on the same utterances (a fixed list of LibriSpeech-like lengths, random
-audio, random weights: speed does not depend on them) and is timed over one pass through them
-after a warm-up; throughput counts valid (unpadded) audio seconds per wall second.
+audio, random weights: speed does not depend on them) and is timed over passes through them
+after a warm-up, the best pass counting; throughput counts valid (unpadded) audio seconds per
+wall second.
 
 * ``release_style``: the release's design: ``release`` reuse maths (stored maps, second
   softmax), loss over padded frames, two full teacher passes (CNN run for each), fp16 autocast
@@ -16,19 +17,24 @@ after a warm-up; throughput counts valid (unpadded) audio seconds per wall secon
 
     python benchmarks/distill_step.py [--device cuda] [--out FILE] [--compile] [--variants NAME ...]
 
-``--device cpu`` alone picks small shapes (tiny-arm student, 256-d 4-layer teacher, 16
-utterances of at most 4 s) that finish in about a minute. Peak memory is the CUDA allocator's
-peak during the timed pass; on CPU it is the process's peak resident memory over that pass.
+``--device cpu`` alone picks small shapes (tiny-arm student, 256-d 4-layer teacher, 12
+utterances of at most 4 s, two passes) that finish in about a minute on an idle 2-core CPU.
+Peak memory is the CUDA allocator's peak over the timed passes; on CPU it is the process's peak
+resident memory over them (models, libraries and allocator caches included: an upper bound,
+comparable between variants only roughly).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import gc
 import json
+import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,7 +125,9 @@ def make_batches(sizes: Sequence[int], variant: Variant, batch: int, batch_secon
     if variant.batching == "fixed":
         order = np.random.default_rng(seed).permutation(len(sizes)).tolist()
         return [order[i : i + batch] for i in range(0, len(order), batch)]
-    return list(DynamicBatchSampler(sizes, batch_seconds, SAMPLE_RATE, shuffle=True, seed=seed))
+    # the recipe's 10 length buckets, fewer when each would hold less than a release batch
+    buckets = max(1, min(10, len(sizes) // batch))
+    return list(DynamicBatchSampler(sizes, batch_seconds, SAMPLE_RATE, buckets, shuffle=True, seed=seed))
 
 
 def build_module(variant: Variant, teacher_model: PreTrainedModel, preset: str, device: torch.device, seed: int) -> DistillModule:
@@ -143,6 +151,18 @@ def build_module(variant: Variant, teacher_model: PreTrainedModel, preset: str, 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _release_memory(device: torch.device) -> None:
+    """Free what the last variant held, so that the next one's peak starts from live memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:  # glibc keeps freed heap pages resident until trimmed
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -169,7 +189,8 @@ def run_variant(
     name: str, variant: Variant, teacher_model: PreTrainedModel, audio: list[torch.Tensor], args: argparse.Namespace,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Warm up, then time one pass over every batch; returns the variant's result entry."""
+    """Warm up, then time ``--passes`` passes over every batch (the best counts); returns the
+    variant's result entry."""
     sizes = [len(a) for a in audio]
     batches = make_batches(sizes, variant, args.batch, args.batch_seconds, args.seed)
     module = build_module(variant, teacher_model, args.student, device, args.seed)
@@ -196,26 +217,31 @@ def run_variant(
         step(i, indices)
     _sync(device)
     _reset_peak(device)
-    start = time.perf_counter()
-    for i, indices in enumerate(batches):
-        step(i, indices)
-    _sync(device)
-    seconds = time.perf_counter() - start
+    passes, cpu_passes = [], []
+    for _ in range(args.passes):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for i, indices in enumerate(batches):
+            step(i, indices)
+        _sync(device)
+        passes.append(time.perf_counter() - start)
+        cpu_passes.append(time.process_time() - cpu_start)
+    seconds = min(passes)
     valid = sum(sizes) / SAMPLE_RATE
     entry = {
         "audio_s_per_s": round(valid / seconds, 2),
+        # on a shared CPU the process's own CPU time is steadier than wall time
+        "audio_s_per_cpu_s": round(valid / min(cpu_passes), 2) if device.type == "cpu" else None,
         "peak_gib": None if (peak := _peak_gib(device)) is None else round(peak, 3),
         "padding_fraction": round(padding_fraction(batches, sizes), 4),
         "batches": len(batches),
         "valid_audio_seconds": round(valid, 2),
         "wall_seconds": round(seconds, 3),
+        "pass_seconds": [round(p, 3) for p in passes],
         "reuse_kernel": resolve_reuse_kernel(variant.reuse_kernel, device) if variant.reuse_mode == "paper" else None,
         "settings": dataclasses.asdict(variant),
     }
     del module, optimizer
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    _release_memory(device)
     return entry
 
 
@@ -228,13 +254,20 @@ def device_name(device: torch.device) -> str:
 def print_table(results: dict[str, dict[str, Any]], console: Console) -> None:
     base = results.get("release_style")
     table = Table(title="masking-distillation step")
-    for column in ("variant", "batches", "padding", "audio-s/s", "x release", "peak GiB", "x release peak"):
+    cpu = base is not None and base["audio_s_per_cpu_s"] is not None
+    columns = ["variant", "batches", "pad", "audio-s/s", "x rel", *(["per CPU-s", "x rel"] if cpu else []), "peak GiB", "x rel peak"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right", no_wrap=column == "variant")
+
+    def ratio(r: dict[str, Any], key: str) -> str:
+        return f"{r[key] / base[key]:.2f}" if base and r[key] and base[key] else "-"
+
     for name, r in results.items():
-        speed = f"{r['audio_s_per_s'] / base['audio_s_per_s']:.2f}" if base else "-"
-        memory = f"{r['peak_gib'] / base['peak_gib']:.2f}" if base and r["peak_gib"] and base["peak_gib"] else "-"
-        table.add_row(name, str(r["batches"]), f"{r['padding_fraction']:.1%}", f"{r['audio_s_per_s']:.1f}", speed,
-                      "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", memory)
+        cells = [name, str(r["batches"]), f"{r['padding_fraction']:.1%}", f"{r['audio_s_per_s']:.1f}", ratio(r, "audio_s_per_s")]
+        if cpu:
+            cells += [f"{r['audio_s_per_cpu_s']:.1f}", ratio(r, "audio_s_per_cpu_s")]
+        cells += ["-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", ratio(r, "peak_gib")]
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -245,12 +278,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher", choices=["hubert", "wavlm"], default="hubert")
     parser.add_argument("--teacher-size", choices=["base", "small"], default=None,
                         help="base: 768-d, 12 layers (CUDA default); small: the student's width and depth (CPU default)")
-    parser.add_argument("--utterances", type=int, default=None, help="480 on CUDA, 16 on CPU")
+    parser.add_argument("--utterances", type=int, default=None, help="480 on CUDA, 12 on CPU")
     parser.add_argument("--max-seconds", type=float, default=None, help="longest utterance (16.5 on CUDA, 4 on CPU)")
     parser.add_argument("--batch", type=int, default=None, help="utterances per release-style batch (24 on CUDA, 4 on CPU)")
     parser.add_argument("--batch-seconds", type=float, default=None,
                         help="ours' padded seconds per batch (default: batch x the longest utterance)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (compiled variants: one full pass)")
+    parser.add_argument("--passes", type=int, default=None, help="timed passes over the utterances, the best counting (3 on CUDA, 2 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile in 'ours' itself (default: a separate ours_compile on CUDA)")
     parser.add_argument("--variants", nargs="+", default=None, help="run only these (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
@@ -259,7 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
     defaults = {"student": "armhubert" if gpu else "tiny-arm", "teacher_size": "base" if gpu else "small",
-                "utterances": 480 if gpu else 16, "max_seconds": 16.5 if gpu else 4.0, "batch": 24 if gpu else 4}
+                "utterances": 480 if gpu else 12, "passes": 3 if gpu else 2, "max_seconds": 16.5 if gpu else 4.0, "batch": 24 if gpu else 4}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -283,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; known: {sorted(table)}")
     chosen = {name: v for name, v in table.items() if args.variants is None or name in args.variants}
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    load_before = [round(v, 2) for v in os.getloadavg()]
     results = {}
     for name, variant in chosen.items():
         results[name] = run_variant(name, variant, teacher_model, audio, args, device)
@@ -293,11 +328,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": device_name(device),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "load_average": {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]},
         "settings": {
             "student": args.student, "teacher": f"{args.teacher}-{args.teacher_size} (random weights)",
             "teacher_params": sum(p.numel() for p in teacher_model.parameters()),
             "utterances": args.utterances, "max_seconds": args.max_seconds, "mean_seconds": round(float(np.mean(seconds)), 3),
             "release_batch": args.batch, "ours_batch_seconds": round(args.batch_seconds, 3), "warmup_steps": args.warmup,
+            "timed_passes": args.passes,
             "seed": args.seed,
         },
         "results": results,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -14,7 +13,7 @@ import torch
 import armdistill
 from armdistill.config import ConfigError
 from armdistill.data.manifest import write_manifest
-from armdistill.eval.cache import extract_features, load_or_extract
+from armdistill.eval.cache import default_batch_seconds, extract_features, load_or_extract
 from armdistill.eval.probe import ProbeConfig
 from armdistill.eval.upstream import BaselineUpstream, StudentUpstream, TeacherUpstream, Upstream
 from armdistill.models.student import Student
@@ -118,4 +117,5 @@ def test_feature_settings_are_checked() -> None:
     for key, value in (("feature_threads", 0), ("feature_batch_seconds", 0.0), ("feature_device", "tpu9")):
         with pytest.raises(ConfigError, match=key):
             ProbeConfig.from_dict({key: value})
-    assert ProbeConfig().feature_threads is None and np.isclose(ProbeConfig().feature_batch_seconds, 60.0)
+    assert ProbeConfig().feature_threads is None and ProbeConfig().feature_batch_seconds is None
+    assert default_batch_seconds("cpu") < default_batch_seconds("cuda")

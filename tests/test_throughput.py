@@ -209,7 +209,7 @@ def test_wavlm_kernel_switch_keeps_weights_and_fingerprint() -> None:
 def test_distill_step_benchmark_reports_both_designs(tmp_path: Path) -> None:
     out = tmp_path / "distill_step.json"
     bench = _load_script("distill_step")
-    bench.main(["--device", "cpu", "--utterances", "4", "--batch", "2", "--max-seconds", "1.0", "--warmup", "1",
+    bench.main(["--device", "cpu", "--utterances", "4", "--batch", "2", "--max-seconds", "1.0", "--warmup", "1", "--passes", "1",
                 "--variants", "release_style", "ours", "ours_two_teacher_passes", "--out", str(out)])
     report = json.loads(out.read_text())
     assert report["device"].startswith("cpu") and report["torch"] == torch.__version__

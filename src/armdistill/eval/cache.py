@@ -39,7 +39,14 @@ CACHE_FORMAT = 1
 SHARD_BYTES = 256 * 2**20
 # utterances held at once: batches are formed within a window, which bounds memory
 WINDOW = 64
-FEATURE_BATCH_SECONDS = 60.0
+# padded seconds per extraction batch by device type: on a 2-core CPU, one thread, 16 s batches
+# took 0.18 s per 3 s utterance for the shipped teacher vs 0.20 s alone and 0.32 s in 60 s batches
+FEATURE_BATCH_SECONDS = {"cpu": 16.0, "cuda": 240.0}
+
+
+def default_batch_seconds(device: str | torch.device) -> float:
+    """The extraction batch budget for ``device`` (CPU value for unknown types)."""
+    return FEATURE_BATCH_SECONDS.get(torch.device(device).type, FEATURE_BATCH_SECONDS["cpu"])
 
 
 @dataclass
@@ -108,7 +115,7 @@ def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch
     return name
 
 
-def extract_features(upstream: Upstream, wavs: list[Tensor], batch_seconds: float = FEATURE_BATCH_SECONDS) -> list[Tensor]:
+def extract_features(upstream: Upstream, wavs: list[Tensor], batch_seconds: float) -> list[Tensor]:
     """Each waveform's ``[layers, frames, dim]``, in order: padding-exact upstreams run on
     length-sorted padded batches of at most ``batch_seconds`` (a longer utterance alone)."""
     if not upstream.padding_exact or len(wavs) < 2:
@@ -139,7 +146,7 @@ def load_or_extract(
     cache_dir: str | Path,
     dtype: FeatureDtype = "float16",
     progress: bool = False,
-    batch_seconds: float = FEATURE_BATCH_SECONDS,
+    batch_seconds: float = FEATURE_BATCH_SECONDS["cpu"],
     threads: int | None = None,
 ) -> tuple[FeatureSet, bool]:
     """Features of every utterance in the manifest, from the cache when present.

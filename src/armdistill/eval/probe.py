@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from armdistill.config import ConfigError, from_dict, to_dict
 from armdistill.data.manifest import read_labels, read_manifest
-from armdistill.eval.cache import FEATURE_BATCH_SECONDS, FeatureDtype, FeatureSet, load_or_extract
+from armdistill.eval.cache import FeatureDtype, FeatureSet, default_batch_seconds, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
@@ -76,10 +76,11 @@ class ProbeConfig:
     # shared 2-core CPU one thread measured ~50x faster than two (0.17 s vs ~9 s for 180 steps).
     num_threads: int | None = 1
     # Feature extraction: torch threads (None: the cores the load average leaves free), the
-    # device the upstream runs on, and the padded seconds per length-sorted batch.
+    # device the upstream runs on, and the padded seconds per length-sorted batch (None: the
+    # device's default, eval/cache.py).
     feature_threads: int | None = None
     feature_device: str = "cpu"
-    feature_batch_seconds: float = FEATURE_BATCH_SECONDS
+    feature_batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "min_epochs"):
@@ -95,8 +96,8 @@ class ProbeConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
-        if self.feature_batch_seconds <= 0:
-            raise ConfigError(f"feature_batch_seconds: must be positive, got {self.feature_batch_seconds}")
+        if self.feature_batch_seconds is not None and self.feature_batch_seconds <= 0:
+            raise ConfigError(f"feature_batch_seconds: must be positive or null, got {self.feature_batch_seconds}")
         try:
             torch.device(self.feature_device)
         except RuntimeError:
@@ -254,8 +255,8 @@ class _Runner:
 def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConfig, cache_dir: Path,
              progress: bool) -> tuple[Split, bool]:
     refs = read_references(task, manifest)
-    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.feature_batch_seconds,
-                                 cfg.feature_threads)
+    batch_seconds = cfg.feature_batch_seconds or default_batch_seconds(cfg.feature_device)
+    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, batch_seconds, cfg.feature_threads)
     if len(feats) != len(refs):
         raise ValueError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
     return Split(feats, refs), hit
