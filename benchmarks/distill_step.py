@@ -30,9 +30,6 @@ import argparse
 import ctypes
 import dataclasses
 import gc
-import json
-import os
-import platform
 import re
 import sys
 import time
@@ -56,6 +53,8 @@ from armdistill.distill.speed import compile_models, resolve_reuse_kernel
 from armdistill.eval.features import SAMPLE_RATE
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher, make_base_model, make_random_model
+
+from _report import device_name, load_average, write_json
 
 
 @dataclass(frozen=True)
@@ -245,12 +244,6 @@ def run_variant(
     return entry
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def print_table(results: dict[str, dict[str, Any]], console: Console) -> None:
     base = results.get("release_style")
     table = Table(title="masking-distillation step")
@@ -318,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--variants: unknown {unknown}; known: {sorted(table)}")
     chosen = {name: v for name, v in table.items() if args.variants is None or name in args.variants}
     console = Console(width=None if sys.stdout.isatty() else 110)
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     results = {}
     for name, variant in chosen.items():
         results[name] = run_variant(name, variant, teacher_model, audio, args, device)
@@ -328,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": device_name(device),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "load_average": {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]},
+        "load_average": {"before": load_before, "after": load_average()},
         "settings": {
             "student": args.student, "teacher": f"{args.teacher}-{args.teacher_size} (random weights)",
             "teacher_params": sum(p.numel() for p in teacher_model.parameters()),
@@ -340,8 +333,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "results": results,
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     return report
 
 

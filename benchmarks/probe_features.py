@@ -14,9 +14,6 @@ one-at-a-time features.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +29,8 @@ from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 from armdistill.threads import torch_threads
+
+from _report import device_name, emit, load_average
 
 ALONE = 1e-3  # a budget below any utterance: every batch holds one
 
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "shipped-teacher": TeacherUpstream(Teacher.from_pretrained(armdistill.DEFAULT_TEACHER)),
         "tiny-arm": StudentUpstream(Student.from_preset("tiny-arm")),
     }
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     results: dict[str, Any] = {}
     for name, upstream in upstreams.items():
         alone = extract_features(upstream, wavs, ALONE)
@@ -71,18 +70,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[key] = {"best_seconds_per_utterance": round(min(values), 4), "all": [round(v, 4) for v in values]}
             print(key, results[key], flush=True)
     report = {
-        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": device_name(torch.device("cpu")),
         "torch": torch.__version__,
-        "load_average": {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]},
+        "load_average": {"before": load_before, "after": load_average()},
         "manifest": str(args.manifest), "utterances": len(wavs),
         "mean_seconds": round(sum(len(w) for w in wavs) / len(wavs) / 16000, 3),
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return report
 
 

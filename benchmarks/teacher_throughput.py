@@ -14,9 +14,6 @@ Defaults: CUDA: Base-shaped (768-d, 12 layers), batch 8 x 12 s, bf16 autocast; C
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -27,6 +24,8 @@ import torch
 from transformers import PreTrainedModel
 
 from armdistill.teachers import Teacher, make_base_model, make_random_model
+
+from _report import device_name, emit, load_average
 
 SMALL = dict(conv_dim=[64] * 7, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
              num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8)
@@ -69,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     wav = torch.randn(batch, samples, generator=torch.Generator().manual_seed(0)).to(device)
     # one utterance in four shorter, so that the padding mask is in play as in training
     lengths = torch.tensor([samples if i % 4 else samples * 3 // 4 for i in range(batch)], device=device)
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     results: dict[str, Any] = {}
     for kind in args.kinds:
         model = make_model(kind, size).to(device)
@@ -88,18 +87,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(name, results[name], flush=True)
         results[f"{kind}/speedup"] = round(results[f"{kind}/sdpa"]["audio_s_per_s"] / results[f"{kind}/eager"]["audio_s_per_s"], 3)
     report = {
-        "device": torch.cuda.get_device_name(device) if gpu else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_name(device),
         "torch": torch.__version__,
-        "load_average": {"before": load_before, "after": [round(v, 2) for v in os.getloadavg()]},
+        "load_average": {"before": load_before, "after": load_average()},
         "size": size, "batch": batch, "seconds_per_utterance": seconds, "dtype": str(dtype or torch.float32),
         "what": "Teacher.masked_and_unmasked (CNN once, both encoder passes in one batch)",
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return report
 
 

@@ -28,6 +28,9 @@ LENGTHS = torch.tensor([9600, 7000, 4100])
 
 
 def _load_script(name: str) -> ModuleType:
+    """A benchmark script as a module (its directory on the path, as when it runs)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve their annotations through it

@@ -83,19 +83,15 @@ class ProbeConfig:
     feature_batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_epochs"):
+        for name in ("epochs", "min_epochs", "num_threads", "feature_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {value}")
+                raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}")
         for name in ("batch_size", "patience", "lstm_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("num_threads", "feature_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
         if self.feature_batch_seconds is not None and self.feature_batch_seconds <= 0:
             raise ConfigError(f"feature_batch_seconds: must be positive or null, got {self.feature_batch_seconds}")
         try:
