@@ -1,4 +1,5 @@
-"""Torch CPU threads: a scoped count, and a count that suits how busy the machine is.
+"""Torch's intra-op thread count for one block of work (the demo's stages, a probe's training,
+feature extraction), and a count that suits how busy the machine is.
 
 On a shared CPU, torch's default (one thread per core) collapses when other jobs hold cores:
 its threads spin waiting for one another (on a loaded 2-core machine, batch-1 feature

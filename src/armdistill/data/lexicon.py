@@ -16,13 +16,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
-from armdistill.synth.phones import ARPABET
+from armdistill.data.manifest import ALIGNED_LABELS, label_path, read_labels, read_manifest, write_subset
+from armdistill.data.phones import ARPABET
 
 Lexicon = dict[str, tuple[str, ...]]
 
-# Label files that hold one line per utterance and so must shrink with the manifest.
-ALIGNED_LABELS: tuple[str, ...] = ("wrd", "ltr", "spk", "lbl")
 _ALTERNATE = re.compile(r"^(.+)\(\d+\)$")
 _STRESS = str.maketrans("", "", "012")
 _PHONES = frozenset(ARPABET)
@@ -103,7 +101,7 @@ def phonemize_manifest(
 
     Without ``skip_missing`` any word missing from the lexicon raises :class:`MissingWordsError`
     naming the words. With it, utterances holding such words are dropped: the manifest and its
-    line-aligned label files (``ALIGNED_LABELS``) are written, filtered, to ``out_dir``, which must
+    line-aligned label files (``ALIGNED_LABELS`` but ``.phn``) are written, filtered, to ``out_dir``, which must
     then differ from the manifest's own directory so the originals are kept.
     """
     manifest = Path(manifest)
@@ -125,11 +123,7 @@ def phonemize_manifest(
     out.mkdir(parents=True, exist_ok=True)
     target = out / manifest.name
     if dropped or target.resolve() != manifest.resolve():
-        write_manifest(target, entries.root, [(entries.paths[i], entries.num_samples[i]) for i in keep])
-        for ext in ALIGNED_LABELS:
-            if label_path(manifest, ext).is_file():
-                lines = read_labels(manifest, ext, expected=len(entries))
-                label_path(target, ext).write_text("".join(lines[i] + "\n" for i in keep))
+        write_subset(manifest, keep, target, labels=[ext for ext in ALIGNED_LABELS if ext != "phn"])
     phones = label_path(target, "phn")
     phones.write_text("".join(" ".join(to_phones(words[i], lexicon)) + "\n" for i in keep))
     return PhonemizeSummary(manifest=target, phones=phones, utterances=len(keep), skipped=dropped, missing=missing)

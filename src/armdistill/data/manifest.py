@@ -7,8 +7,12 @@ line per utterance, in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Label files that hold one line per utterance and so must shrink with the manifest.
+ALIGNED_LABELS: tuple[str, ...] = ("wrd", "ltr", "phn", "spk", "lbl")
 
 
 @dataclass
@@ -70,3 +74,19 @@ def read_labels(manifest_path: str | Path, ext: str, expected: int | None = None
     if expected is not None and len(labels) != expected:
         raise ValueError(f"{path}: {len(labels)} lines, but the manifest lists {expected} utterances")
     return labels
+
+
+def write_subset(
+    manifest_path: str | Path, keep: Sequence[int], target: str | Path, labels: Sequence[str] = ALIGNED_LABELS
+) -> Path:
+    """Write the entries ``keep`` (0-based) of a manifest to ``target``, with the ``labels`` files beside it."""
+    manifest_path, target = Path(manifest_path), Path(target)
+    if target.resolve() == manifest_path.resolve():
+        raise ValueError(f"{target}: a subset would overwrite the manifest it is taken from; write it elsewhere")
+    entries = read_manifest(manifest_path)
+    write_manifest(target, entries.root, [(entries.paths[i], entries.num_samples[i]) for i in keep])
+    for ext in labels:
+        if label_path(manifest_path, ext).is_file():
+            lines = read_labels(manifest_path, ext, expected=len(entries))
+            label_path(target, ext).write_text("".join(lines[i] + "\n" for i in keep))
+    return target

@@ -3,8 +3,9 @@
 Variants change one thing each against the reference (the demo recipe: ARM student, masking
 distillation, paper reuse maths): an all-attention student of about the same size, plain
 layer-to-layer distillation, and the release's reuse maths. Every run distils with the recipe
-seed and probes the student with the same probe seed. A finished run (its ``metrics.json``) is
-not repeated, so an interrupted ablation continues where it stopped.
+seed and probes the student with the same probe seed. A finished run (its ``result.json``) is
+not repeated and an unfinished distillation resumes from its newest checkpoint, so an
+interrupted ablation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from armdistill.config import apply_overrides, from_dict, to_dict
 from armdistill.demo.config import DemoConfig
-from armdistill.demo.pipeline import probe_settings, subset_manifest, synthesise, teacher_source
+from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
+from armdistill.models.student import Student
 from armdistill.threads import torch_threads
 
 
@@ -51,14 +53,11 @@ def variant_config(base: DemoConfig, variant: Variant, seed: int) -> DemoConfig:
 
 def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path) -> dict[str, Any]:
     """Distil and probe one (variant, seed); reuses a finished run's results."""
-    from armdistill.demo.pipeline import distill, probe
-    from armdistill.models.student import Student
-
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
     began = time.perf_counter()
-    student_dir = distill(cfg, corpus, out)
+    student_dir = distill(cfg, corpus, out, resume_unfinished=True)
     trained = time.perf_counter() - began
     student = Student.from_pretrained(student_dir)
     metrics = probe("student", student, manifests, out / "probe", probe_settings(cfg))
@@ -96,15 +95,9 @@ def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
 
 
 def _run_all(base: DemoConfig, out: Path, seeds: list[int]) -> str:
-    from armdistill.demo.pipeline import probe
-
     began = time.perf_counter()
     corpus = synthesise(base)
-    manifests = {
-        "train": subset_manifest(corpus / "train.tsv", base.probe.train_minutes, out / "probe_data" / "train.tsv"),
-        "valid": corpus / "valid.tsv",
-        "test": corpus / "test.tsv",
-    }
+    manifests = probe_manifests(base, corpus, out)
     teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
     rows = []
     for variant in VARIANTS:

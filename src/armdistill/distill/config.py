@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.distill.losses import LossConfig
 from armdistill.distill.masking import MaskConfig
 from armdistill.distill.speed import SpeedSection
@@ -48,7 +49,9 @@ class TeacherSection:
 @dataclass
 class DataSection:
     """Manifests and batching. ``micro_batch_seconds`` caps one device's padded micro-batch
-    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step."""
+    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step.
+    ``on_bad_audio``: ``error`` stops at the first unusable file, ``skip`` drops it (and lists
+    it in ``output_dir/skipped.tsv``)."""
 
     train: str = ""
     valid: str | None = ""
@@ -61,6 +64,7 @@ class DataSection:
     max_batch_size: int | None = None
     num_buckets: int = 10
     num_workers: int = 4
+    on_bad_audio: BadAudioPolicy = "error"
 
     def __post_init__(self) -> None:
         _check_positive(

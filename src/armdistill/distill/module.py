@@ -110,6 +110,10 @@ class DistillModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         wav, lengths = batch["wav"], batch["lengths"]  # [batch, samples], [batch]
+        if wav.shape[0] == 0:
+            # every file of the micro-batch was skipped as bad audio: a zero loss on every
+            # parameter keeps the step (and DDP's gradient reduction) as it is
+            return sum(p.sum() for p in self.student.parameters() if p.requires_grad) * 0.0
         result, mask = self.step_loss(wav, lengths, self._micro_batch_rng(batch_idx))
         if mask is not None:
             frames = self.student.frame_lengths(lengths)
@@ -131,7 +135,9 @@ class DistillModule(pl.LightningModule):
             mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)
         return self.distillation_loss(wav, lengths, mask), mask
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if batch["wav"].shape[0] == 0:  # every file was skipped as bad audio
+            return None
         result = self.distillation_loss(batch["wav"], batch["lengths"])
         self._log("val", result, batch["wav"].shape[0])
         return result.loss

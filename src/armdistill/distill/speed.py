@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from armdistill.config import ConfigError
-from armdistill.models.config import ReuseKernel
+from armdistill.models.attention import ReuseKernel
 
 if TYPE_CHECKING:  # the config reads this module; it must not load transformers
     from armdistill.models.student import Student

@@ -4,6 +4,11 @@ An entry is a directory of safetensors shards (``features [layers, frames, dim]`
 utterances' frames concatenated, ``lengths [utterances]``) plus ``meta.json``. It is written
 under a temporary name and renamed into place, so a half-written entry is never read.
 
+Audio is read with the checks training makes (sample count as the manifest lists it, at least
+one frame, decodable to the end, finite). Under ``on_bad_audio="skip"`` an unusable file is left
+out and recorded in ``meta.json``; under ``"error"`` it stops extraction, and an entry that
+recorded skipped files is refused for the same reason.
+
 Extraction reads the manifest in windows of ``WINDOW`` utterances; a padding-exact upstream
 runs each window as length-sorted, zero-padded batches of at most ``batch_seconds`` of padded
 audio (others one utterance at a time), and features are stored in manifest order.
@@ -17,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,11 +31,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from armdistill.data.audio import AudioFileError, load_audio
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.collate import collate_audio
 from armdistill.data.manifest import Manifest, read_manifest
 from armdistill.data.sampler import DynamicBatchSampler
 from armdistill.eval.features import SAMPLE_RATE
 from armdistill.eval.upstream import Upstream
+from armdistill.frames import MIN_SAMPLES
 from armdistill.threads import auto_threads, torch_threads
 
 FeatureDtype = Literal["float16", "float32"]
@@ -52,11 +60,13 @@ def default_batch_seconds(device: str | torch.device) -> float:
 @dataclass
 class FeatureSet:
     """features: ``[layers, total_frames, dim]``, utterance ``i`` at frames
-    ``offsets[i]:offsets[i] + lengths[i]``; lengths: ``[utterances]`` frames."""
+    ``offsets[i]:offsets[i] + lengths[i]``; lengths: ``[utterances]`` frames. ``skipped``: manifest
+    entries left out as bad audio (entry -> problem); the utterances are the others, in order."""
 
     features: Tensor
     lengths: Tensor
     layer_names: list[str]
+    skipped: dict[int, str] = field(default_factory=dict)
 
     @property
     def offsets(self) -> Tensor:
@@ -100,9 +110,11 @@ def _load_entry(entry: Path) -> FeatureSet:
     shards = [load_file(str(entry / name)) for name in meta["shards"]]
     features = torch.cat([s["features"] for s in shards], dim=1)
     lengths = torch.cat([s["lengths"] for s in shards])
-    if len(lengths) != meta["num_utterances"]:
-        raise ValueError(f"{entry}: cache entry holds {len(lengths)} utterances, meta.json says {meta['num_utterances']}")
-    return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]))
+    skipped = {int(i): problem for i, problem in meta.get("skipped", {}).items()}
+    if len(lengths) + len(skipped) != meta["num_utterances"]:
+        raise ValueError(f"{entry}: cache entry holds {len(lengths)} utterances and {len(skipped)} skipped, "
+                         f"meta.json says {meta['num_utterances']}")
+    return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]), skipped=skipped)
 
 
 def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch.dtype) -> str:
@@ -130,13 +142,24 @@ def extract_features(upstream: Upstream, wavs: list[Tensor], batch_seconds: floa
     return feats
 
 
-def _manifest_features(upstream: Upstream, manifest: Manifest, batch_seconds: float) -> Iterator[tuple[int, Tensor]]:
-    """(index, features) of every utterance of ``manifest`` in order, extracted a window at a time."""
-    from armdistill.data.audio import load_audio
-
+def _manifest_features(
+    upstream: Upstream, manifest: Manifest, where: str | Path, batch_seconds: float, on_bad_audio: BadAudioPolicy,
+    skipped: dict[str, str],
+) -> Iterator[tuple[int, Tensor]]:
+    """(index, features) of every usable utterance of ``manifest`` in order, extracted a window
+    at a time; unusable files raise or, under ``skip``, are recorded in ``skipped``."""
     for start in range(0, len(manifest), WINDOW):
-        window = range(start, min(start + WINDOW, len(manifest)))
-        wavs = [torch.from_numpy(load_audio(manifest.audio_path(i))) for i in window]
+        window, wavs = [], []
+        for i in range(start, min(start + WINDOW, len(manifest))):
+            try:
+                wav = load_audio(manifest.audio_path(i), expected=manifest.num_samples[i], min_samples=MIN_SAMPLES)
+            except AudioFileError as err:
+                if on_bad_audio == "error":
+                    raise err.at(f"{where}:{manifest.line_numbers[i]}") from err
+                skipped[str(i)] = err.problem
+                continue
+            window.append(i)
+            wavs.append(torch.from_numpy(wav))
         yield from zip(window, extract_features(upstream, wavs, batch_seconds))
 
 
@@ -146,10 +169,11 @@ def load_or_extract(
     cache_dir: str | Path,
     dtype: FeatureDtype = "float16",
     progress: bool = False,
+    on_bad_audio: BadAudioPolicy = "error",
     batch_seconds: float = FEATURE_BATCH_SECONDS["cpu"],
     threads: int | None = None,
 ) -> tuple[FeatureSet, bool]:
-    """Features of every utterance in the manifest, from the cache when present.
+    """Features of every usable utterance in the manifest, from the cache when present.
 
     Returns (features, hit); on a miss the upstream runs over the manifest (by
     :func:`extract_features`, with ``threads`` torch threads, None: :func:`auto_threads`) and
@@ -157,15 +181,20 @@ def load_or_extract(
     """
     cache_dir = Path(cache_dir)
     entry = cache_dir / cache_key(upstream, manifest_path, dtype)
-    if (entry / META_NAME).is_file():
-        return _load_entry(entry), True
     manifest = read_manifest(manifest_path)
+    if (entry / META_NAME).is_file():
+        feats = _load_entry(entry)
+        if feats.skipped and on_bad_audio == "error":
+            first = min(feats.skipped)
+            where = f"{manifest_path}:{manifest.line_numbers[first]}"
+            raise AudioFileError(manifest.audio_path(first), feats.skipped[first], where)
+        return feats, True
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".tmp-", dir=cache_dir))
     torch_dtype = getattr(torch, dtype)
     try:
-        shards, chunks, chunk_bytes, dims = [], [], 0, None
-        features = _manifest_features(upstream, manifest, batch_seconds)
+        shards, chunks, chunk_bytes, dims, skipped = [], [], 0, None, {}
+        features = _manifest_features(upstream, manifest, manifest_path, batch_seconds, on_bad_audio, skipped)
         with torch_threads(threads or auto_threads()):
             for i, feats in tqdm(features, total=len(manifest), desc=f"features {upstream.name}", disable=not progress):
                 if feats.dim() != 3:
@@ -180,13 +209,13 @@ def load_or_extract(
                     chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
-                raise ValueError(f"{manifest_path}: manifest lists no utterances")
+                raise ValueError(f"{manifest_path}: manifest lists no usable utterances ({len(skipped)} skipped)")
             shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
         meta = {
             "format": CACHE_FORMAT, "upstream": upstream.name, "fingerprint": upstream.fingerprint(),
             "manifest": str(Path(manifest_path).resolve()), "num_utterances": len(manifest),
             "num_layers": dims[0], "dim": dims[1], "dtype": dtype, "shards": shards,
-            "layer_names": list(upstream.layer_names),
+            "layer_names": list(upstream.layer_names), "skipped": skipped,
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         try:

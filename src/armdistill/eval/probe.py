@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, from_dict, to_dict
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
 from armdistill.eval.cache import FeatureDtype, FeatureSet, default_batch_seconds, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.frames import valid_mask
 from armdistill.threads import torch_threads
 
 Task = Literal["pr", "asr", "ks", "sid"]
@@ -72,6 +74,8 @@ class ProbeConfig:
     feature_dtype: FeatureDtype = "float16"
     cache_dir: str | None = None
     seed: int = 0
+    # an unusable audio file stops the probe (error) or is left out with its label (skip)
+    on_bad_audio: BadAudioPolicy = "error"
     # Torch threads while the probe trains (None: leave as is). Probe steps are small: on a
     # shared 2-core CPU one thread measured ~50x faster than two (0.17 s vs ~9 s for 180 steps).
     num_threads: int | None = 1
@@ -148,9 +152,8 @@ def _gather(feats: FeatureSet, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Utterances ``idx`` as a zero-padded ``[layers, batch, frames, dim]`` batch and their lengths."""
     lengths = feats.lengths[idx]
     frames = int(lengths.max().clamp(min=1))
-    steps = torch.arange(frames)
-    valid = steps[None, :] < lengths[:, None]
-    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + steps[None, :], 0)
+    valid = valid_mask(lengths, frames)
+    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + torch.arange(frames)[None, :], 0)
     x = feats.features[:, frame_idx].masked_fill(~valid[None, :, :, None], 0)
     return x, lengths
 
@@ -252,7 +255,9 @@ def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConf
              progress: bool) -> tuple[Split, bool]:
     refs = read_references(task, manifest)
     batch_seconds = cfg.feature_batch_seconds or default_batch_seconds(cfg.feature_device)
-    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, batch_seconds, cfg.feature_threads)
+    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio,
+                                 batch_seconds, cfg.feature_threads)
+    refs = [ref for i, ref in enumerate(refs) if i not in feats.skipped]
     if len(feats) != len(refs):
         raise ValueError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
     return Split(feats, refs), hit
@@ -281,6 +286,8 @@ def run_probe(
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
+        if log is not None and splits[name].feats.skipped:
+            log(f"{name}: left out {len(splits[name].feats.skipped)} unusable audio files of {manifest}")
     with torch_threads(cfg.num_threads):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
@@ -302,6 +309,7 @@ def run_probe(
         "layer_weights": weights,
         "vocab_size": len(runner.vocab),
         "num_utterances": {k: len(s.feats) for k, s in splits.items()},
+        "skipped_files": {k: len(s.feats.skipped) for k, s in splits.items()},
         "cache_hits": hits,
         "config": to_dict(cfg),
         **summary,

@@ -15,9 +15,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
-from armdistill.models.attention import AttentionState
-from armdistill.models.config import REUSE_KERNELS, REUSE_MODES, ReuseKernel, StudentConfig, preset_config
-from armdistill.models.frontend import FeatureExtractor, conv_output_lengths, padding_mask
+from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.io.hub import resolve_pretrained
+from armdistill.models.attention import REUSE_KERNELS, REUSE_MODES, AttentionState, ReuseKernel, ReuseMode
+from armdistill.models.config import StudentConfig, preset_config
+from armdistill.models.exported import from_hf_names, is_export, read_export
+from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
 CONFIG_NAME = "config.json"
@@ -81,7 +84,7 @@ class Encoder(nn.Module):
         self.grad_scales = [(n - i) / (n + 1 - i) for i in range(n)] if cfg.grad_scale else None
 
     def forward(
-        self, x: Tensor, pad: Tensor | None, mode: str, need_weights: bool
+        self, x: Tensor, pad: Tensor | None, mode: ReuseMode, need_weights: bool
     ) -> tuple[list[Tensor], list[Tensor]]:
         """x ``[batch, frames, dim]`` -> (encoder input + per-layer outputs, per-layer maps)."""
         if pad is not None:
@@ -148,8 +151,9 @@ class Student(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> "Student":
-        """Load a directory written by :meth:`save_pretrained` (JSON + safetensors; no pickle)."""
-        directory = Path(directory)
+        """Load a directory written by :meth:`save_pretrained` or by ``armdistill export --format hf``
+        (JSON + safetensors; no pickle, no remote code), or a Hub id ``org/name[@revision]`` of either."""
+        directory = resolve_pretrained(directory, "student")
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
@@ -158,9 +162,12 @@ class Student(nn.Module):
             data = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
+        if is_export(data):
+            data, state = read_export(directory, data, weights_path)
+        else:
+            state = load_file(str(weights_path))
         data.update(overrides)
         model = cls(StudentConfig.from_dict(data))
-        state = load_file(str(weights_path))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
@@ -170,7 +177,7 @@ class Student(nn.Module):
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape
         match ours (our names follow that layout): the CNN, feature projection, positional
         convolution and the first layers, as DistilHuBERT initialises. Returns the copied names."""
-        renamed = {("mask_embedding" if k == "masked_spec_embed" else k): v for k, v in teacher_state.items()}
+        renamed = from_hf_names(teacher_state)
         own = self.state_dict()
         copied = [k for k, v in renamed.items() if k in own and own[k].shape == v.shape]
         self.load_state_dict({k: renamed[k] for k in copied}, strict=False)
@@ -178,11 +185,11 @@ class Student(nn.Module):
 
     # -- properties -----------------------------------------------------------------
     @property
-    def reuse_mode(self) -> str:
+    def reuse_mode(self) -> ReuseMode:
         return self.config.reuse_mode
 
     @reuse_mode.setter
-    def reuse_mode(self, mode: str) -> None:
+    def reuse_mode(self, mode: ReuseMode) -> None:
         if mode not in REUSE_MODES:
             raise ConfigError(f"reuse_mode: {mode!r} is not one of {list(REUSE_MODES)}")
         self.config.reuse_mode = mode
@@ -220,6 +227,7 @@ class Student(nn.Module):
         if kernel not in REUSE_KERNELS:
             raise ValueError(f"kernel: {kernel!r} is not one of {list(REUSE_KERNELS)}")
         mode = "explicit" if kernel == "stored" and self.config.reuse_mode == "paper" else self.config.reuse_mode
+        # The release's plain GroupNorm over padding (the table in models/attention.py).
         exact = mode != "release"
         feats, frame_lengths = self.feature_extractor(wav, lengths, exact_padding=exact)
         feats = scale_grad(feats, self.config.feature_grad_mult)

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.errors import UserError
+from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
-from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
+from armdistill.io.hub import resolve_pretrained
 from armdistill.teachers.attention import set_attention
 from armdistill.teachers.convert import load_original
 
@@ -58,6 +60,14 @@ def read_normalize(directory: Path) -> bool:
     return value
 
 
+def _brings_own_code(config_path: Path) -> bool:
+    """Whether a transformers ``config.json`` names model code of its own (an ``auto_map``)."""
+    try:
+        return "auto_map" in json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False  # transformers reports a broken config.json itself
+
+
 def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
     """Zero mean, unit variance per utterance over its valid samples; padding set to 0.
 
@@ -65,7 +75,7 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
     """
     if lengths is None:
         return F.layer_norm(wav, wav.shape[-1:], eps=WAVEFORM_EPS)
-    valid = (~padding_mask(lengths, wav.shape[1])).to(wav.dtype)
+    valid = valid_mask(lengths, wav.shape[1]).to(wav.dtype)
     count = lengths.to(wav.dtype).clamp(min=1)[:, None]
     mean = (wav * valid).sum(dim=1, keepdim=True) / count
     var = (((wav - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
@@ -121,19 +131,22 @@ class Teacher(nn.Module):
         share_front_end: bool = True,
         sdpa: bool = True,
     ) -> "Teacher":
-        """A transformers model directory, or a fairseq / unilm / s3prl ``.pt`` file.
+        """A transformers model directory, a fairseq / unilm / s3prl ``.pt`` file, or a Hub id
+        ``org/name[@revision]`` of a transformers model.
 
         ``normalize`` None keeps the checkpoint's own waveform-normalisation flag.
         """
-        path = Path(path)
+        path = resolve_pretrained(path, "teacher")
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
+            if _brings_own_code(path / "config.json"):
+                raise UserError(f"{path}: config.json: auto_map names model code of its own, which is never run; "
+                                "a teacher must be a model of transformers itself (an armdistill ARM export loads "
+                                "with Student.from_pretrained)")
             model, stored = AutoModel.from_pretrained(path), read_normalize(path)
-        elif path.is_file():
-            model, stored = load_original(path)
         else:
-            raise FileNotFoundError(f"{path}: no such teacher checkpoint file or directory")
+            model, stored = load_original(path)
         return cls(model, stored if normalize is None else normalize, batch_masked, share_front_end, sdpa)
 
     def save_pretrained(self, directory: str | Path) -> None:
