@@ -47,8 +47,9 @@ CACHE_FORMAT = 1
 SHARD_BYTES = 256 * 2**20
 # utterances held at once: batches are formed within a window, which bounds memory
 WINDOW = 64
-# padded seconds per extraction batch by device type: on a 2-core CPU, one thread, 16 s batches
-# took 0.18 s per 3 s utterance for the shipped teacher vs 0.20 s alone and 0.32 s in 60 s batches
+# padded seconds per extraction batch by device type. On a 2-core CPU, one thread, the shipped
+# teacher took 0.18-0.25 s per 2.3 s utterance in 16 s batches, 0.20-0.26 s alone and 0.32-0.36 s
+# in 60 s batches (docs/throughput.md); the CUDA value is unmeasured
 FEATURE_BATCH_SECONDS = {"cpu": 16.0, "cuda": 240.0}
 
 
