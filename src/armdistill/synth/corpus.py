@@ -28,7 +28,9 @@ from typing import Literal
 
 import numpy as np
 
+from armdistill.config import ConfigError
 from armdistill.data.manifest import label_path, write_manifest
+from armdistill.errors import FileFormatError
 from armdistill.synth import grammar
 from armdistill.synth.espeak import require_espeak
 from armdistill.synth.phones import INVENTORY
@@ -204,7 +206,7 @@ def load_meta(out: str | Path, task: Task = "speech") -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
+        raise FileFormatError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
 
 
 def generate(
@@ -221,11 +223,11 @@ def generate(
     interrupted run is never mistaken for a finished one).
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     if not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise ConfigError(f"minutes must be positive, got {minutes}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     args = _args(task, minutes, seed)
     meta = load_meta(out, task)
