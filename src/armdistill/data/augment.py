@@ -177,9 +177,15 @@ class Augmenter:
             out = apply_gain(out, float(rng.uniform(*cfg.gain_db)))
         return out
 
+    def draw(self, rng: np.random.Generator) -> float | None:
+        """None (with probability ``1 - prob``: leave the utterance as it is) or its speed factor;
+        a caller that crops draws this first, to cut ``speed`` times the crop from the source.
+        With ``prob`` 0 nothing is drawn, so a seeded caller's other draws are as without augmentation."""
+        if self.config.prob == 0.0 or rng.random() >= self.config.prob:
+            return None
+        return self.draw_speed(rng)
+
     def augment(self, wav: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """With probability ``prob`` an augmented ``wav`` and its speed factor, else ``(wav, 1.0)``."""
-        if rng.random() >= self.config.prob:
-            return wav, 1.0
-        speed = self.draw_speed(rng)
-        return self(wav, rng, speed), speed
+        speed = self.draw(rng)
+        return (wav, 1.0) if speed is None else (self(wav, rng, speed), speed)
