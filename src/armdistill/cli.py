@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from armdistill.config import ConfigError
+from armdistill.errors import UserError
 from armdistill.io.safe_pickle import UnsafeCheckpointError
 
 COMMAND_MODULES = (
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
+    except (UserError, ConfigError, FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
         print(f"armdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from armdistill.config import to_dict
 from armdistill.eval.features import BASELINES, baseline_features
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
 from armdistill.models.config import PRESETS
+from armdistill.models.exported import is_export
 from armdistill.models.student import CONFIG_NAME, Student
 
 StudentFeatures = Literal["hidden", "projections"]
@@ -122,13 +124,22 @@ def is_student_dir(path: Path) -> bool:
     return isinstance(data, dict) and "reuse_pattern" in data and "conv_layers" in data
 
 
+def is_exported_student(path: Path) -> bool:
+    """A directory written by ``armdistill export --format hf``."""
+    try:
+        return is_export(json.loads((path / CONFIG_NAME).read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
+
+
 def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden", seed: int = 0) -> Upstream:
     """Resolve an upstream from its command-line spelling.
 
     ``mfcc`` / ``mfcc-context`` / ``fbank``: baselines; a directory written by
-    ``Student.save_pretrained``: that student; a student preset name (or ``preset:NAME``):
-    a randomly initialised student seeded by ``seed`` (an untrained reference point);
-    ``teacher:SRC`` or anything else: ``Teacher.from_pretrained(SRC)``.
+    ``Student.save_pretrained`` or ``armdistill export --format hf`` (or its Hub id): that
+    student; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
+    ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
+    ``Teacher.from_pretrained(SRC)`` (a path or Hub id).
     """
     text = str(spec)
     if text in BASELINES:
@@ -139,16 +150,16 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
             torch.manual_seed(seed)
             student = Student.from_preset(preset)
         return StudentUpstream(student, student_features, name=f"{preset} (random init, seed {seed})")
-    path = Path(text)
-    if path.is_dir() and is_student_dir(path):
-        return StudentUpstream(Student.from_pretrained(path), student_features, name=str(path))
     source = text.removeprefix("teacher:")
+    path = resolve_pretrained(source, "upstream")
+    if source == text and path.is_dir() and (is_student_dir(path) or is_exported_student(path)):
+        return StudentUpstream(Student.from_pretrained(path), student_features, name=text)
     try:
         from armdistill.teachers import Teacher
     except ImportError as err:
         raise ValueError(f"upstream {text!r}: not a baseline, preset or student directory, "
                          f"and teachers cannot be loaded: {err}") from None
-    return TeacherUpstream(Teacher.from_pretrained(source), name=source)
+    return TeacherUpstream(Teacher.from_pretrained(path), name=source)
 
 
 def as_upstream(obj: Upstream | Student | nn.Module | str | Path, student_features: StudentFeatures = "hidden",

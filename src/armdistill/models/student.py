@@ -15,9 +15,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
+from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.io.hub import resolve_pretrained
 from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
 from armdistill.models.config import StudentConfig, preset_config
-from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.models.exported import from_hf_names, is_export, read_export
 from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
@@ -149,8 +151,9 @@ class Student(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> "Student":
-        """Load a directory written by :meth:`save_pretrained` (JSON + safetensors; no pickle)."""
-        directory = Path(directory)
+        """Load a directory written by :meth:`save_pretrained` or by ``armdistill export --format hf``
+        (JSON + safetensors; no pickle, no remote code), or a Hub id ``org/name[@revision]`` of either."""
+        directory = resolve_pretrained(directory, "student")
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
@@ -159,9 +162,12 @@ class Student(nn.Module):
             data = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
+        if is_export(data):
+            data, state = read_export(directory, data, weights_path)
+        else:
+            state = load_file(str(weights_path))
         data.update(overrides)
         model = cls(StudentConfig.from_dict(data))
-        state = load_file(str(weights_path))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
@@ -171,7 +177,7 @@ class Student(nn.Module):
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape
         match ours (our names follow that layout): the CNN, feature projection, positional
         convolution and the first layers, as DistilHuBERT initialises. Returns the copied names."""
-        renamed = {("mask_embedding" if k == "masked_spec_embed" else k): v for k, v in teacher_state.items()}
+        renamed = from_hf_names(teacher_state)
         own = self.state_dict()
         copied = [k for k, v in renamed.items() if k in own and own[k].shape == v.shape]
         self.load_state_dict({k: renamed[k] for k in copied}, strict=False)
