@@ -125,7 +125,7 @@ def teacher_source(cfg: DemoConfig) -> str:
 
 
 def distill(cfg: DemoConfig, corpus: Path, out: Path, resume_unfinished: bool = False) -> Path:
-    """Masking distillation with the demo recipe into ``out/distill``; returns the exported student.
+    """Distillation with the demo recipe into ``out/distill``; returns the exported student.
 
     A previous run there is replaced, or, with ``resume_unfinished``, continued from its newest
     checkpoint when it has one.

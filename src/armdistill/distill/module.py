@@ -18,17 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from armdistill.config import to_dict
-from armdistill.distill.config import DistillConfig, Plan
+from armdistill.config import ConfigError, to_dict
+from armdistill.distill.config import DistillConfig, Plan, resolve_target_norm
 from armdistill.distill.losses import (
     LossOutput,
     distilhubert_loss,
     layer_distillation_loss,
     masking_distillation_loss,
+    normalize_targets,
 )
 from armdistill.distill.masking import compute_mask
 from armdistill.models.student import Student
-from armdistill.teachers import Teacher
+from armdistill.teachers import Teacher, TeacherOutput
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, final: float) -> float:
@@ -76,11 +77,12 @@ class DistillModule(pl.LightningModule):
         teacher_fingerprint: str,
         teacher_init: list[str] | None = None,
     ):
-        """``teacher_init``: names of the student tensors copied from the teacher (None: none were)."""
+        """``teacher_init``: names of the student tensors copied from the teacher (None: none were).
+        ``self.cfg`` is ``cfg`` with ``loss.target_norm`` resolved against the teacher."""
         super().__init__()
         self.student = student
         object.__setattr__(self, "teacher", teacher)
-        self.cfg = cfg
+        self.cfg = resolve_target_norm(cfg, teacher.pre_ln)
         self.plan = plan
         self.teacher_fingerprint = teacher_fingerprint
         self.teacher_init = teacher_init
@@ -139,20 +141,24 @@ class DistillModule(pl.LightningModule):
         loss_cfg = self.cfg.loss
         if mask is not None and not loss_cfg.uses_mask:
             raise ValueError(f"loss.objective={loss_cfg.objective!r} takes no mask")
+
+        def targets(teacher_out: TeacherOutput) -> tuple[Tensor, ...]:
+            return normalize_targets(teacher_out.layers, teacher_out.lengths, loss_cfg.target_norm)
+
         if mask is not None:
             with torch.no_grad():
                 teacher_masked, teacher_unmasked = self.teacher.masked_and_unmasked(wav, lengths, mask)
             out = self.student(wav, lengths, mask)
             return masking_distillation_loss(
-                out.projections, teacher_masked.layers, teacher_unmasked.layers, mask, out.padding_mask, loss_cfg
+                out.projections, targets(teacher_masked), targets(teacher_unmasked), mask, out.padding_mask, loss_cfg
             )
-        teacher_out = self.teacher.layer_outputs(wav, lengths)
+        teacher_layers = targets(self.teacher.layer_outputs(wav, lengths))
         out = self.student(wav, lengths)
         if loss_cfg.objective == "distilhubert":
             layer_map = loss_cfg.layer_map if loss_cfg.layer_map is not None else range(len(out.projections))
-            targets = [teacher_out.layers[i] for i in layer_map]
-            return distilhubert_loss(out.projections, targets, out.padding_mask, loss_cfg.cos_weight)
-        return layer_distillation_loss(out.projections, teacher_out.layers, out.padding_mask, loss_cfg)
+            return distilhubert_loss(out.projections, [teacher_layers[i] for i in layer_map], out.padding_mask,
+                                     loss_cfg.cos_weight)
+        return layer_distillation_loss(out.projections, teacher_layers, out.padding_mask, loss_cfg)
 
     def _log(self, stage: str, result: LossOutput, batch_size: int) -> None:
         training = stage == "train"
@@ -189,7 +195,8 @@ class DistillModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("armdistill", {}).get("teacher_fingerprint")
         if saved != self.teacher_fingerprint:
-            raise ValueError(
-                f"the checkpoint was trained against teacher {saved}, but teacher.path gives {self.teacher_fingerprint}"
+            raise ConfigError(
+                f"teacher.path: the checkpoint was trained against teacher {saved}, but teacher.path gives "
+                f"{self.teacher_fingerprint}"
             )
         set_rng_states(checkpoint["armdistill"]["rng_states"])

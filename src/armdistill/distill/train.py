@@ -35,11 +35,13 @@ from armdistill.distill.checkpoints import (
     AtomicCheckpointIO,
     StepCheckpoint,
     prepare_run_dir,
+    read_checkpoint,
     resume_changes,
     resume_point,
     say,
 )
 from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
 from armdistill.frames import receptive_field
 from armdistill.io.atomic import atomic_directory, write_text_atomic
@@ -243,11 +245,9 @@ def teacher_init_record(copied: list[str] | None) -> dict[str, Any] | None:
 
 
 def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
-    """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("armdistill")
-    if saved is None:
-        raise ValueError(f"{ckpt_path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
+    """Turn a distillation checkpoint into a student directory."""
+    ckpt = read_checkpoint(Path(ckpt_path))
+    saved = ckpt["armdistill"]
     student = Student(StudentConfig.from_dict(saved["student_config"]))
     prefix = "student."
     student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
@@ -264,6 +264,7 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
     callbacks: list[Callback] = [
         EpochProgress(),
         ScheduleFromPlan(),
+        NonFiniteGuard(cfg),
         LearningRateMonitor(logging_interval="step"),
         # monitoring "step" keeps the newest keep_checkpoints periodic files; last.ckpt is a full
         # second write (not a link), so it never points at a file that top-k has removed
@@ -336,6 +337,7 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
     fingerprint = teacher.fingerprint()
     module = DistillModule(student, teacher, cfg, p, fingerprint, copied)
+    cfg = module.cfg  # loss.target_norm resolved against the teacher, as saved below
     if trainer.is_global_zero:
         write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False, default_flow_style=None))
     data = DistillData(cfg)

@@ -26,9 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from armdistill.config import ConfigError
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_manifest
+from armdistill.errors import DataError, FileFormatError, MissingFileError
 from armdistill.eval.upstream import Upstream
 from armdistill.frames import MIN_SAMPLES
 
@@ -76,7 +78,7 @@ def manifest_fingerprint(manifest_path: str | Path) -> str:
         try:
             stat = audio.stat()
         except FileNotFoundError:
-            raise FileNotFoundError(f"{manifest_path}: audio file {audio} not found") from None
+            raise MissingFileError(f"{manifest_path}: audio file {audio} not found") from None
         digest.update(f"{audio}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -93,8 +95,8 @@ def _load_entry(entry: Path) -> FeatureSet:
     lengths = torch.cat([s["lengths"] for s in shards])
     skipped = {int(i): problem for i, problem in meta.get("skipped", {}).items()}
     if len(lengths) + len(skipped) != meta["num_utterances"]:
-        raise ValueError(f"{entry}: cache entry holds {len(lengths)} utterances and {len(skipped)} skipped, "
-                         f"meta.json says {meta['num_utterances']}")
+        raise FileFormatError(f"{entry}: cache entry holds {len(lengths)} utterances and {len(skipped)} skipped, "
+                              f"meta.json says {meta['num_utterances']}")
     return FeatureSet(features=features, lengths=lengths, layer_names=list(meta["layer_names"]), skipped=skipped)
 
 
@@ -102,7 +104,7 @@ def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch
     name = f"shard-{index:05d}.safetensors"
     features = torch.cat(chunks, dim=1).to(dtype).contiguous()
     if not torch.isfinite(features).all():
-        raise ValueError(f"features overflow {dtype} (non-finite values); use feature_dtype float32")
+        raise ConfigError(f"feature_dtype: features overflow {dtype} (non-finite values); use feature_dtype float32")
     lengths = torch.tensor([c.shape[1] for c in chunks], dtype=torch.long)
     save_file({"features": features, "lengths": lengths}, str(directory / name))
     return name
@@ -158,7 +160,7 @@ def load_or_extract(
                 chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
-                raise ValueError(f"{manifest_path}: manifest lists no usable utterances ({len(skipped)} skipped)")
+                raise DataError(f"{manifest_path}: manifest lists no usable utterances ({len(skipped)} skipped)")
             shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
         meta = {
             "format": CACHE_FORMAT, "upstream": upstream.name, "fingerprint": upstream.fingerprint(),

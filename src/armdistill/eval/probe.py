@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from armdistill.config import ConfigError, from_dict, to_dict
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
+from armdistill.errors import DataError
 from armdistill.eval.cache import FeatureDtype, FeatureSet, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
@@ -247,7 +248,7 @@ def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConf
     feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio)
     refs = [ref for i, ref in enumerate(refs) if i not in feats.skipped]
     if len(feats) != len(refs):
-        raise ValueError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
+        raise DataError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
     return Split(feats, refs), hit
 
 
@@ -267,7 +268,7 @@ def run_probe(
     ``test_scores`` (all test metrics), ``layer_weights`` with ``layer_names``, ``cache_hits``.
     """
     if task not in TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(TASKS)}")
+        raise ConfigError(f"task: {task!r} is not one of {list(TASKS)}")
     cfg = (cfg or ProbeConfig()).resolved(task)
     up = as_upstream(upstream, cfg.student_features, cfg.seed)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "features"

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from armdistill.config import ConfigError
 from armdistill.config import to_dict
 from armdistill.eval.features import BASELINES, baseline_features
 from armdistill.io.digest import weights_digest
@@ -50,7 +51,7 @@ class BaselineUpstream(Upstream):
 
     def __init__(self, name: str):
         if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+            raise ConfigError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
         self.name = name
         self.layer_names = [name]
 
@@ -67,9 +68,9 @@ class StudentUpstream(Upstream):
 
     def __init__(self, student: Student, features: StudentFeatures = "hidden", name: str = "student"):
         if features not in STUDENT_FEATURES:
-            raise ValueError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
         if features == "projections" and student.heads is None:
-            raise ValueError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
+            raise ConfigError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
         self.student = student.eval().requires_grad_(False)
         self.features = features
         self.name = name
@@ -157,7 +158,7 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
     try:
         from armdistill.teachers import Teacher
     except ImportError as err:
-        raise ValueError(f"upstream {text!r}: not a baseline, preset or student directory, "
+        raise ConfigError(f"upstream {text!r}: not a baseline, preset or student directory, "
                          f"and teachers cannot be loaded: {err}") from None
     return TeacherUpstream(Teacher.from_pretrained(path), name=source)
 

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
+from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
+from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, padding_mask
 from armdistill.io.hub import resolve_pretrained
 from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
@@ -143,6 +146,10 @@ class Student(nn.Module):
         return cls(preset_config(name, **overrides))
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors``; refused when any tensor is non-finite."""
+        bad = self.nonfinite_tensors()
+        if bad:
+            raise NonFiniteError(f"{directory}: not written: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])})")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
@@ -157,21 +164,38 @@ class Student(nn.Module):
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing; expected a directory written by save_pretrained")
+                raise MissingFileError(f"{path}: missing; expected a directory written by save_pretrained")
         try:
             data = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
-        if is_export(data):
-            data, state = read_export(directory, data, weights_path)
-        else:
-            state = load_file(str(weights_path))
-        data.update(overrides)
-        model = cls(StudentConfig.from_dict(data))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cfg_path}: expected a JSON object of student settings, got {type(data).__name__}")
+        try:
+            if is_export(data):
+                data, state = read_export(directory, data, weights_path)
+            else:
+                state = load_file(str(weights_path))
+        except SafetensorError as err:
+            raise FileFormatError(f"{directory}: its weights are not readable safetensors ({err})") from None
+        try:
+            model = cls(StudentConfig.from_dict({**data, **overrides}))
+        except ConfigError as err:
+            raise ConfigError(f"{cfg_path}: {err}") from None
+        expected = model.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
+        problems += [f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} by {CONFIG_NAME}"
+                     for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        if problems:
+            raise FileFormatError(f"{weights_path}: the weights do not match {cfg_path} ({len(problems)} tensors): "
+                                  f"{'; '.join(problems[:3])}")
+        model.load_state_dict(state)
         return model
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of the weights and buffers holding a NaN or an infinity (empty when all are finite)."""
+        return nonfinite_names(self.state_dict())
 
     def init_from_teacher(self, teacher_state: dict[str, Tensor]) -> list[str]:
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape

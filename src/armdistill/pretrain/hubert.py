@@ -27,6 +27,7 @@ from armdistill.data.audio import load_audio
 from armdistill.data.augment import AugmentConfig, Augmenter, change_speed, stretch_index
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
+from armdistill.errors import DataError
 from armdistill.frames import conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
@@ -119,7 +120,7 @@ def load_unit_corpus(corpus: str | Path, targets: str, num_clusters: int, seed: 
     if targets == "phones":
         alignments = [json.loads(line) for line in label_path(manifest_path, "ali.jsonl").read_text().splitlines()]
         if len(alignments) != len(wavs):
-            raise ValueError(f"{manifest_path}: {len(wavs)} utterances but {len(alignments)} alignments")
+            raise DataError(f"{manifest_path}: {len(wavs)} utterances but {len(alignments)} alignments")
         labels = [frame_labels(ali, _frames(len(w))) for ali, w in zip(alignments, wavs)]
         inventory = sorted({p for seq in labels for p in seq})
         index = {p: i for i, p in enumerate(inventory)}

@@ -34,9 +34,10 @@ from typing import Literal
 
 import numpy as np
 
-from armdistill.config import to_dict
+from armdistill.config import ConfigError, to_dict
 from armdistill.data.augment import SYNTH_AUGMENT
 from armdistill.data.manifest import label_path, write_manifest
+from armdistill.errors import FileFormatError
 from armdistill.synth import grammar
 from armdistill.synth.espeak import require_espeak
 from armdistill.synth.phones import INVENTORY
@@ -230,7 +231,7 @@ def load_meta(out: str | Path, task: Task = "speech") -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
+        raise FileFormatError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
 
 
 def generate(
@@ -249,11 +250,11 @@ def generate(
     interrupted run is never mistaken for a finished one).
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     if not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise ConfigError(f"minutes must be positive, got {minutes}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     args = _args(task, minutes, seed, speakers, augment)
     meta = load_meta(out, task)

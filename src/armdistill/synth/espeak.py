@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from armdistill.errors import UserError
+
 INSTALL_HINT = "speech synthesis needs eSpeak NG: pip install 'armdistill[synth]'"
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -81,7 +83,7 @@ class Synthesis:
     phonemes: list[PhonemeEvent]
 
 
-class EspeakUnavailableError(RuntimeError):
+class EspeakUnavailableError(UserError, RuntimeError):
     """The optional eSpeak NG dependency is missing or incomplete."""
 
 

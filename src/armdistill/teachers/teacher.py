@@ -17,13 +17,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
+from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
-from armdistill.errors import UserError
+from armdistill.errors import FileFormatError
+from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import resolve_pretrained
 from armdistill.teachers.convert import load_original
+from armdistill.teachers.model_dir import load_model_dir
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 # fairseq / unilm normalise waveforms with F.layer_norm's default epsilon.
@@ -51,19 +53,11 @@ def read_normalize(directory: Path) -> bool:
         return False
     try:
         value = json.loads(path.read_text()).get("do_normalize", False)
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise FileFormatError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
     if not isinstance(value, bool):
-        raise ValueError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
+        raise FileFormatError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
     return value
-
-
-def _brings_own_code(config_path: Path) -> bool:
-    """Whether a transformers ``config.json`` names model code of its own (an ``auto_map``)."""
-    try:
-        return "auto_map" in json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-        return False  # transformers reports a broken config.json itself
 
 
 def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
@@ -87,10 +81,10 @@ class Teacher(nn.Module):
         super().__init__()
         for name in ("feature_extractor", "feature_projection", "encoder"):
             if not hasattr(model, name):
-                raise ValueError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
+                raise FileFormatError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
         for i, layer in enumerate(model.feature_extractor.conv_layers):
             if not isinstance(getattr(layer, "conv", None), nn.Conv1d) or not hasattr(layer, "activation"):
-                raise ValueError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
+                raise FileFormatError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
         self.model = model
         model.config.layerdrop = 0.0
         model.requires_grad_(False)
@@ -102,6 +96,9 @@ class Teacher(nn.Module):
         self.downsample = math.prod(stride for _, stride in self.kernels_strides)
         self.num_layers = len(model.encoder.layers)
         self.dim = int(model.config.hidden_size)
+        # pre-LN ("stable layer norm": HuBERT/WavLM Large, XLS-R) vs post-LN (Base models, data2vec-audio,
+        # whose config has no such flag); decides loss.target_norm "auto"
+        self.pre_ln = bool(getattr(model.config, "do_stable_layer_norm", False))
         self.train(False)
 
     # -- construction / persistence -------------------------------------------------
@@ -114,16 +111,16 @@ class Teacher(nn.Module):
         """
         path = resolve_pretrained(path, "teacher")
         if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
-            if _brings_own_code(path / "config.json"):
-                raise UserError(f"{path}: config.json: auto_map names model code of its own, which is never run; "
-                                "a teacher must be a model of transformers itself (an armdistill ARM export loads "
-                                "with Student.from_pretrained)")
-            model, stored = AutoModel.from_pretrained(path), read_normalize(path)
+            model, stored = load_model_dir(path), read_normalize(path)
         else:
             model, stored = load_original(path)
-        return cls(model, stored if normalize is None else normalize, batch_masked)
+        bad = nonfinite_names(model.state_dict())
+        if bad:
+            raise FileFormatError(f"{path}: {len(bad)} teacher tensors hold NaN or inf values ({', '.join(bad[:3])})")
+        try:
+            return cls(model, stored if normalize is None else normalize, batch_masked)
+        except FileFormatError as err:  # a transformers model of another family
+            raise FileFormatError(f"{path}: {err}") from None
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the transformers model and a ``preprocessor_config.json`` carrying ``normalize``."""
@@ -209,7 +206,7 @@ class Teacher(nn.Module):
             raise ValueError(f"mask must be bool [batch, frames] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
         embed = getattr(self.model, "masked_spec_embed", None)
         if embed is None:
-            raise ValueError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
+            raise FileFormatError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
         return torch.where(mask.to(x.device)[..., None], embed.to(x.dtype), x)
 
     def _encode(self, x: Tensor, pad: Tensor | None) -> tuple[Tensor, ...]:
