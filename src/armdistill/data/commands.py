@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from armdistill.config import ConfigError
 from armdistill.data.check import check_manifest, default_workers, write_clean
 from armdistill.data.corpus import AUDIO_EXTENSIONS, build_manifest
 from armdistill.frames import MIN_SAMPLES
@@ -57,7 +58,7 @@ def _unique_names(paths: list[Path], what: str) -> None:
     names = [path.resolve().name for path in paths]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{what} share the name(s) {', '.join(duplicates)}; their outputs would collide")
+        raise ConfigError(f"{what} share the name(s) {', '.join(duplicates)}; their outputs would collide")
 
 
 def run_manifest(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy, BadItem
 from armdistill.data.manifest import read_labels, read_manifest
+from armdistill.errors import DataError
 
 
 class AudioDataset(Dataset):
@@ -67,7 +68,7 @@ class AudioDataset(Dataset):
             raise self.rejected[0].error()
         self.kept = [i for i in listed if self.manifest.num_samples[i] >= min_samples]
         if not self.kept:
-            raise ValueError(
+            raise DataError(
                 f"{self.manifest_path}: no utterance lasts between {min_seconds} and {max_seconds} s "
                 f"at {sample_rate} Hz ({len(self.manifest)} listed, {len(self.rejected)} shorter than one frame)"
             )

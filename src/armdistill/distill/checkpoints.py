@@ -3,6 +3,8 @@
 * :class:`AtomicCheckpointIO` writes every checkpoint (periodic, ``last.ckpt``, ``best.ckpt``)
   to a temporary file beside it, fsyncs and renames it into place. Lightning's own writer goes
   through ``$TMPDIR``, which on another filesystem is a copy in place that a kill leaves torn.
+  It reads them (``--resume``) through :func:`read_checkpoint`, as every reader of ours does:
+  code-carrying archives are refused, the pickle may hold tensors and containers only.
 * :class:`StepCheckpoint` saves only right after an optimiser step, never mid-accumulation.
 * :func:`resume_point` picks the newest checkpoint that loads and says which it passed over;
   :func:`resume_changes` refuses a resumed config that differs in anything but ``trainer.max_steps``.
@@ -28,8 +30,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from armdistill.config import ConfigError
 from armdistill.data.bad_audio import SKIPPED_NAME
-from armdistill.errors import FileFormatError
+from armdistill.errors import FileFormatError, RefusedError, UserError
 from armdistill.io.atomic import atomic_file, remove_orphans
+from armdistill.io.safe_pickle import safe_torch_load
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_NAME = "last.ckpt"
@@ -50,7 +53,8 @@ def say(message: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temporary file beside the target, fsync, ``os.replace``."""
+    """``torch.save`` into a temporary file beside the target, fsync, ``os.replace``; reads
+    through :func:`read_checkpoint` (Lightning's ``weights_only`` request is met by it)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,6 +74,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
                 time.sleep(PAUSE_SECONDS)
             f.write(data[len(data) // 2 :])
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(Path(path))
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -102,18 +109,27 @@ class ResumePoint:
     passed_over: list[tuple[Path, str]]  # newer files that do not load, and why
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """One of our distillation checkpoints, through :func:`safe_torch_load` without stand-ins."""
+    ckpt = safe_torch_load(path, standins=False)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("armdistill"), dict) or "global_step" not in ckpt:
+        raise FileFormatError(f"{path}: not an armdistill distillation checkpoint")
+    return ckpt
+
+
 def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(checkpoint, None), or (None, why it cannot be resumed from)."""
+    """(checkpoint, None), or (None, why it cannot be resumed from). A file refused because it
+    carries code is an error, never passed over quietly."""
     size = path.stat().st_size
     if size == 0:
         return None, "0 bytes (a torn write)"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # any unreadable file is passed over; the reason is reported
-        return None, f"does not load ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})"
-    if not isinstance(ckpt, dict) or "armdistill" not in ckpt or "global_step" not in ckpt:
-        return None, "not an armdistill distillation checkpoint"
-    return ckpt, None
+        return read_checkpoint(path), None
+    except RefusedError:
+        raise
+    except UserError as err:  # any unreadable file is passed over; the reason is reported
+        reason = str(err).removeprefix(f"{path}: ")  # the loader's messages start with the path
+        return None, reason if reason.startswith("not an armdistill") else f"does not load ({reason})"
 
 
 def resume_point(output_dir: str | Path, resume: str | None) -> ResumePoint | None:

@@ -19,6 +19,7 @@ from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.distill.losses import LossConfig, TargetNorm
 from armdistill.distill.masking import MaskConfig
+from armdistill.distill.speed import SpeedSection
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
@@ -37,11 +38,14 @@ def _check_positive(section: str, **values: float | int | None) -> None:
 
 @dataclass
 class TeacherSection:
-    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint, and how it
+    runs (``Teacher``'s options: one batch and one CNN pass for both passes, SDPA attention)."""
 
     path: str = ""
     normalize: bool | None = None
     batch_masked: bool = True
+    share_front_end: bool = True
+    sdpa: bool = True
 
 
 @dataclass
@@ -172,13 +176,15 @@ class TrainerSection:
     loggers: list[Literal["tensorboard", "csv"]] = field(default_factory=lambda: ["tensorboard", "csv"])
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
     deterministic: bool = False
+    # optimiser steps in a row skipped for a non-finite loss or gradient before the run stops
+    max_consecutive_skips: int = 20
 
     def __post_init__(self) -> None:
         _check_positive(
             "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
             gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
             val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
-            log_every_steps=self.log_every_steps,
+            log_every_steps=self.log_every_steps, max_consecutive_skips=self.max_consecutive_skips,
         )
         if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
             raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")
@@ -205,6 +211,7 @@ class DistillConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
         init = self.student.get("init_from_teacher", False)

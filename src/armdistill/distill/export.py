@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from armdistill.config import from_dict
+from armdistill.distill.checkpoints import read_checkpoint
 from armdistill.distill.config import DistillConfig, resolved_dict
 from armdistill.io.atomic import atomic_directory
 from armdistill.models.config import StudentConfig
@@ -60,11 +59,9 @@ def write_student(student: Student, directory: str | Path, info: dict[str, Any])
 
 
 def export_checkpoint(ckpt_path: str | Path, directory: str | Path, skipped_files: int) -> Path:
-    """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("armdistill")
-    if saved is None:
-        raise ValueError(f"{ckpt_path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
+    """Turn a distillation checkpoint into a student directory."""
+    ckpt = read_checkpoint(Path(ckpt_path))
+    saved = ckpt["armdistill"]
     student = Student(StudentConfig.from_dict(saved["student_config"]))
     prefix = "student."
     student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})

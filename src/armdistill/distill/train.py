@@ -32,6 +32,7 @@ from armdistill.distill.checkpoints import (
     AtomicCheckpointIO,
     StepCheckpoint,
     prepare_run_dir,
+    read_checkpoint,
     resume_changes,
     resume_point,
     say,
@@ -39,6 +40,7 @@ from armdistill.distill.checkpoints import (
 from armdistill.distill.config import DistillConfig, Plan, plan, resolve_proj_dim, resolved_dict
 from armdistill.distill.data import DistillData, EpochProgress
 from armdistill.distill.export import export_checkpoint, student_info, write_student
+from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
 from armdistill.io.atomic import write_text_atomic
 from armdistill.models.student import Student
@@ -99,6 +101,7 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
     callbacks: list[Callback] = [
         EpochProgress(),
         ScheduleFromPlan(),
+        NonFiniteGuard(cfg),
         LearningRateMonitor(logging_interval="step"),
         # monitoring "step" keeps the newest keep_checkpoints periodic files; last.ckpt is a full
         # second write (not a link), so it never points at a file that top-k has removed
@@ -164,7 +167,8 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
     if trainer.is_global_zero:
         prepare_run_dir(out, resuming=start is not None, overwrite=overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
+    t = cfg.teacher
+    teacher = Teacher.from_pretrained(t.path, t.normalize, t.batch_masked, t.share_front_end, t.sdpa)
     cfg = resolve_proj_dim(cfg, teacher.dim)
     student = Student(cfg.student_model)
     check_compatible(student, teacher, cfg)
