@@ -1,5 +1,7 @@
-"""``armdistill`` command line. Each command lives beside the code it drives and exposes
-``register(subparsers)``; this file only lists them."""
+"""Compress Transformer speech models into small students with attention-map reuse and masking distillation.
+
+Each command lives beside the code it drives and exposes ``register(subparsers)``; this file
+only lists them and turns a user's mistake into one line."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ COMMAND_MODULES = (
     "armdistill.synth.commands",
     "armdistill.demo.commands",
     "armdistill.eval.superb_commands",
+    "armdistill.eval.report_commands",
+    "armdistill.data.lexicon_commands",
     "armdistill.export.commands",
 )
 

@@ -136,7 +136,8 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
         limit_val_batches=(t.limit_val_batches or 1.0) if has_valid else 0,
         log_every_n_steps=t.log_every_steps, logger=loggers or False, callbacks=callbacks,
         enable_progress_bar=t.progress_bar != "none", use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=out, plugins=[AtomicCheckpointIO()],
+        # Lightning's model summary counts FLOPs it cannot see (0); our own summary is --print-config
+        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=out, plugins=[AtomicCheckpointIO()],
     )
     return trainer, best
 
