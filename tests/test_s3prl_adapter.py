@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from armdistill.cli import main
+from armdistill.errors import UserError
 from armdistill.eval.s3prl_upstream import S3PRLUpstream, load_s3prl_upstream, register_upstream, upstream_factory
 from armdistill.eval.superb import RECORD_NAME, run_superb, runner_argv
 from armdistill.eval.upstream import StudentUpstream
@@ -228,7 +229,7 @@ def test_s3prl_root_must_be_the_imported_package(fake_s3prl: Path, tiny_student_
     (other / "downstream" / "asr").mkdir(parents=True)
     (other / "run_downstream.py").write_text("")
     (other / "downstream" / "asr" / "config.yaml").write_text("runner: {}\n")
-    with pytest.raises(ValueError, match="not the s3prl package this environment imports"):
+    with pytest.raises(UserError, match="not the s3prl package this environment imports"):
         run_superb("asr", tiny_student_dir, args, root=other, dry_run=True)
     with pytest.raises(FileNotFoundError, match="no run_downstream.py"):
         run_superb("asr", tiny_student_dir, args, root=tmp_path, dry_run=True)

@@ -181,5 +181,5 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         Teacher(make_random_model("hubert", mask_time_prob=0.0)).layer_outputs(wav, mask=torch.ones(2, 9, dtype=torch.bool))
     with pytest.raises(FileNotFoundError, match="config.json"):
         Teacher.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no such teacher"):
+    with pytest.raises(FileNotFoundError, match="no such local file or directory"):
         Teacher.from_pretrained(tmp_path / "missing.pt")

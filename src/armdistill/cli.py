@@ -7,8 +7,7 @@ import argparse
 import importlib
 import sys
 
-from armdistill.config import ConfigError
-from armdistill.io.safe_pickle import UnsafeCheckpointError
+from armdistill.errors import UserError
 
 COMMAND_MODULES = (
     "armdistill.models.commands",
@@ -32,12 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: UserError) -> str:
+    """The message of ``err`` on one line.
+
+    A DataLoader worker re-raises an error as its type with the worker's whole traceback as the
+    message; the user's message is what follows the last ``module.Type: `` in it.
+    """
+    text = str(err)
+    marker = f"{type(err).__module__}.{type(err).__qualname__}: "
+    if "Original Traceback" in text and marker in text:
+        text = text.rsplit(marker, 1)[1]
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a :class:`UserError` becomes one ``error:`` line and exit code 2, anything
+    else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
-        print(f"armdistill {args.command}: error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"armdistill {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -74,7 +74,7 @@ def _run_stages(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     with timer.stage("synthesise", f"synthetic corpus ({cfg.corpus.minutes:g} min, seed {cfg.corpus.seed})"):
         corpus = synthesise(cfg)
     manifests = probe_manifests(cfg, corpus, out)
-    with timer.stage("distill", f"masking distillation ({cfg.distill.trainer.max_steps} steps)"):
+    with timer.stage("distill", f"{cfg.distill.loss.objective} distillation ({cfg.distill.trainer.max_steps} steps)"):
         student_dir = distill(cfg, corpus, out)
     with timer.stage("probe", "phone-recognition probes: " + ", ".join(UPSTREAMS)):
         models = upstreams(cfg, student_dir)

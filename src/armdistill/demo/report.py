@@ -69,6 +69,8 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
                               for name in UPSTREAMS},
         },
         "distill": {"steps": distill_info["global_step"], "student_dir": str(student_dir),
+                    "objective": distill_info["config"]["loss"]["objective"],
+                    "target_norm": distill_info["config"]["loss"]["target_norm"],  # resolved against the teacher
                     "student": to_dict(cfg.distill.student_config()), "recipe": to_dict(cfg.distill)},
         "params": sizes(models["teacher"], models["student"]),
         "metrics_files": {name: str(out / "probes" / name / "metrics.json") for name in UPSTREAMS},
@@ -109,7 +111,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"features; lr {s['lr']}, batch {s['batch_size']}, {s['min_epochs']}-{s['epochs']} epochs "
         f"(patience {s['patience']}), best epoch by validation PER; trained on {probe['train_minutes']} min "
         f"({probe['utterances']['train']} utterances) of the train split.",
-        f"- Distillation: {data['distill']['steps']} optimiser steps of masking distillation, "
+        f"- Distillation: {data['distill']['steps']} optimiser steps, objective `{data['distill']['objective']}`, "
+        f"targets `{data['distill']['target_norm']}`, "
         f"student `{data['distill']['recipe']['student']['preset']}` "
         f"({data['distill']['student']['reuse_mode']} reuse), "
         f"{student['params_backbone']:,} parameters + {student['params_heads']:,} in heads; "

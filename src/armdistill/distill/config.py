@@ -11,13 +11,15 @@ computed from the device count and the per-device micro-batch budget, never hand
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from armdistill.distill.losses import LossConfig
+from armdistill.data.bad_audio import BadAudioPolicy
+from armdistill.distill.losses import LossConfig, TargetNorm
 from armdistill.distill.masking import MaskConfig
+from armdistill.distill.speed import SpeedSection
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
@@ -34,17 +36,22 @@ def _check_positive(section: str, **values: float | int | None) -> None:
 
 @dataclass
 class TeacherSection:
-    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint, and how it
+    runs (``Teacher``'s options: one batch and one CNN pass for both passes, SDPA attention)."""
 
     path: str = ""
     normalize: bool | None = None
     batch_masked: bool = True
+    share_front_end: bool = True
+    sdpa: bool = True
 
 
 @dataclass
 class DataSection:
     """Manifests and batching. ``micro_batch_seconds`` caps one device's padded micro-batch
-    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step."""
+    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step.
+    ``on_bad_audio``: ``error`` stops at the first unusable file, ``skip`` drops it (and lists
+    it in ``output_dir/skipped.tsv``)."""
 
     train: str = ""
     valid: str | None = ""
@@ -57,6 +64,7 @@ class DataSection:
     max_batch_size: int | None = None
     num_buckets: int = 10
     num_workers: int = 4
+    on_bad_audio: BadAudioPolicy = "error"
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -77,10 +85,14 @@ class LossSection(LossConfig):
     masked teacher), ``layer`` (unmasked input, every frame -> unmasked teacher) or
     ``distilhubert`` (unmasked; each head -> its ``layer_map`` teacher layer by L1 plus
     ``cos_weight`` x -log sigmoid(cosine); ``kind`` and the hint/rec weights do not apply).
+    target_norm: how teacher layer outputs become targets (losses.normalize_targets), for every
+    objective, masked and unmasked passes and validation alike; ``auto``: see
+    :func:`resolve_target_norm`.
     """
 
     objective: Objective = "masking"
     cos_weight: float = 1.0
+    target_norm: Literal["auto", TargetNorm] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +107,16 @@ class LossSection(LossConfig):
     def uses_mask(self) -> bool:
         """Whether training samples a mask and runs the teacher's masked pass."""
         return self.objective == "masking"
+
+
+def resolve_target_norm(cfg: "DistillConfig", teacher_pre_ln: bool) -> "DistillConfig":
+    """``loss.target_norm: auto`` made concrete for the loaded teacher: ``layer`` for a pre-LN stack
+    (its layer outputs are the un-normalised residual stream, mostly the encoder input: small
+    per-layer differences under a large shared part), ``none`` for a post-LN one (every layer
+    output is already layer-normalised; the release recipes train on raw post-LN targets)."""
+    if cfg.loss.target_norm != "auto":
+        return cfg
+    return replace(cfg, loss=replace(cfg.loss, target_norm="layer" if teacher_pre_ln else "none"))
 
 
 @dataclass
@@ -145,13 +167,15 @@ class TrainerSection:
     loggers: list[Literal["tensorboard", "csv"]] = field(default_factory=lambda: ["tensorboard", "csv"])
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
     deterministic: bool = False
+    # optimiser steps in a row skipped for a non-finite loss or gradient before the run stops
+    max_consecutive_skips: int = 20
 
     def __post_init__(self) -> None:
         _check_positive(
             "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
             gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
             val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
-            log_every_steps=self.log_every_steps,
+            log_every_steps=self.log_every_steps, max_consecutive_skips=self.max_consecutive_skips,
         )
         if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
             raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")
@@ -173,6 +197,7 @@ class DistillConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
         heads = self.student_config().head_layers

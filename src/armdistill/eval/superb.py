@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from armdistill.config import ConfigError
+from armdistill.errors import MissingFileError, UserError
 from armdistill.eval.s3prl_upstream import load_s3prl_upstream, register_upstream, upstream_factory
 from armdistill.eval.upstream import StudentFeatures
 
@@ -90,12 +92,12 @@ def runner_argv(task: str, name: str, upstream: str | Path, runner_args: Sequenc
     """The runner's ``sys.argv``: ``run_downstream.py`` + ours (``-u -k -d``, ``-c`` unless the caller
     gives one) + the caller's arguments with their paths made absolute."""
     if task not in SUPERB_TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(SUPERB_TASKS)}")
+        raise ConfigError(f"task: {task!r} is not one of {list(SUPERB_TASKS)}")
     for arg in runner_args:
         if _option(arg, _OURS):
-            raise ValueError(f"runner argument {arg}: set by armdistill superb (--task, --upstream, --name)")
+            raise ConfigError(f"runner argument {arg}: set by armdistill superb (--task, --upstream, --name)")
         if arg in _FROZEN:
-            raise ValueError(f"runner argument {arg}: the SUPERB protocol keeps the upstream frozen")
+            raise ConfigError(f"runner argument {arg}: the SUPERB protocol keeps the upstream frozen")
     spec = SUPERB_TASKS[task]
     ours = ["-u", name, "-k", str(upstream), "-d", spec.downstream]
     if not any(_option(a, {"-c": "--config"}) for a in runner_args):
@@ -118,9 +120,9 @@ def import_s3prl_hub() -> Any:
     try:
         return importlib.import_module("s3prl.hub")
     except ImportError as err:
-        raise ValueError(f"s3prl is not importable here ({err}); it runs in its own environment, see {VENV_DOC}") from None
+        raise UserError(f"s3prl is not importable here ({err}); it runs in its own environment, see {VENV_DOC}") from None
     except AttributeError as err:
-        raise ValueError(f"s3prl failed to import ({err}): its torchaudio is too new, see {VENV_DOC}") from None
+        raise UserError(f"s3prl failed to import ({err}): its torchaudio is too new, see {VENV_DOC}") from None
 
 
 def s3prl_root(hub: Any, root: str | Path | None) -> Path:
@@ -130,10 +132,10 @@ def s3prl_root(hub: Any, root: str | Path | None) -> Path:
     package = Path(hub.__file__).resolve().parent
     path = Path(root).resolve() if root is not None else package
     if not (path / "run_downstream.py").is_file():
-        raise FileNotFoundError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl source tree")
+        raise MissingFileError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl source tree")
     if path != package:
-        raise ValueError(f"--s3prl-root {path} is not the s3prl package this environment imports ({package}); "
-                         f"install that source tree into the environment (see {VENV_DOC})")
+        raise UserError(f"--s3prl-root {path} is not the s3prl package this environment imports ({package}); "
+                        f"install that source tree into the environment (see {VENV_DOC})")
     return path
 
 
@@ -166,8 +168,8 @@ def run_superb(task: str, upstream: str | Path, runner_args: Sequence[str], feat
     path = s3prl_root(hub, root)
     config = argv[argv.index("-c") + 1] if "-c" in argv else None
     if config is not None and not (path / config).is_file():
-        raise FileNotFoundError(f"{path / config}: s3prl's downstream config is missing (the PyPI package "
-                                "ships none); give --s3prl-root the s3prl/ folder of a checkout, or -c FILE")
+        raise MissingFileError(f"{path / config}: s3prl's downstream config is missing (the PyPI package "
+                                f"ships none): install s3prl from its source tree (see {VENV_DOC}), or give -c FILE")
     model = load_s3prl_upstream(upstream, features)
     register_upstream(hub, name, upstream_factory(upstream, features, prebuilt=model))
     expdir = experiment_dir(argv, path)

@@ -3,6 +3,8 @@
 Every upstream maps one utterance to a stack of 50 Hz feature sequences
 ``[layers, frames, dim]`` (layer 0 = encoder input for models) and names itself with a
 fingerprint that changes whenever its features could change, which keys the feature cache.
+Padding-exact upstreams (students outside ``release`` mode, teachers: an utterance's features
+do not depend on what else is padded into its batch) also extract zero-padded batches.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from armdistill.config import ConfigError
 from armdistill.config import to_dict
 from armdistill.eval.features import BASELINES, baseline_features
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
 from armdistill.models.config import PRESETS
+from armdistill.models.exported import is_export
 from armdistill.models.student import CONFIG_NAME, Student
 
 StudentFeatures = Literal["hidden", "projections"]
@@ -33,6 +38,7 @@ class Upstream(ABC):
 
     name: str
     layer_names: list[str]
+    padding_exact: bool = False
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -42,13 +48,22 @@ class Upstream(ABC):
     def extract(self, wav: Tensor) -> Tensor:
         """wav ``[samples]`` at 16 kHz -> ``[layers, frames, dim]`` float."""
 
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
+        """wav ``[batch, samples]`` zero-padded, lengths ``[batch]`` -> each utterance's
+        ``[layers, frames, dim]`` on the CPU. Without ``padding_exact``: one utterance at a time."""
+        return [self.extract(w[:n]) for w, n in zip(wav, lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "Upstream":
+        """Run on ``device`` (model upstreams move their weights; baselines stay on the CPU)."""
+        return self
+
 
 class BaselineUpstream(Upstream):
     """MFCC / fbank features as a single 'layer'."""
 
     def __init__(self, name: str):
         if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+            raise ConfigError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
         self.name = name
         self.layer_names = [name]
 
@@ -65,10 +80,11 @@ class StudentUpstream(Upstream):
 
     def __init__(self, student: Student, features: StudentFeatures = "hidden", name: str = "student"):
         if features not in STUDENT_FEATURES:
-            raise ValueError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
         if features == "projections" and student.heads is None:
-            raise ValueError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
+            raise ConfigError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
         self.student = student.eval().requires_grad_(False)
+        self.padding_exact = student.reuse_mode != "release"
         self.features = features
         self.name = name
         n = student.config.num_layers
@@ -86,16 +102,26 @@ class StudentUpstream(Upstream):
             self._fingerprint = f"student:{self.features}:{digest}"
         return self._fingerprint
 
-    @torch.inference_mode()
     def extract(self, wav: Tensor) -> Tensor:
+        return self.extract_batch(wav[None], torch.tensor([wav.shape[0]]))[0]
+
+    @torch.inference_mode()
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
         self.student.eval()
-        out = self.student(wav[None].float(), torch.tensor([wav.shape[0]]))
-        states = out.hidden_states if self.features == "hidden" else out.projections
-        return torch.stack(states)[:, 0].float()
+        device = next(self.student.parameters()).device
+        out = self.student(wav.to(device).float(), lengths.to(device))
+        states = torch.stack(out.hidden_states if self.features == "hidden" else out.projections).float().cpu()
+        return [states[:, i, :n] for i, n in enumerate(out.lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "StudentUpstream":
+        self.student.to(device)
+        return self
 
 
 class TeacherUpstream(Upstream):
     """A teacher's encoder input and every layer output (``TeacherOutput.hidden_states``)."""
+
+    padding_exact = True
 
     def __init__(self, teacher: nn.Module, name: str = "teacher"):
         self.teacher = teacher.eval()
@@ -105,10 +131,18 @@ class TeacherUpstream(Upstream):
     def fingerprint(self) -> str:
         return f"teacher:normalize={self.teacher.normalize}:{self.teacher.fingerprint()}"
 
-    @torch.inference_mode()
     def extract(self, wav: Tensor) -> Tensor:
-        out = self.teacher.layer_outputs(wav[None].float(), torch.tensor([wav.shape[0]]))
-        return torch.stack(out.hidden_states)[:, 0].float()
+        return self.extract_batch(wav[None], torch.tensor([wav.shape[0]]))[0]
+
+    @torch.inference_mode()
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
+        out = self.teacher.layer_outputs(wav.float(), lengths)
+        states = torch.stack(out.hidden_states).float().cpu()
+        return [states[:, i, :n] for i, n in enumerate(out.lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "TeacherUpstream":
+        self.teacher.to(device)
+        return self
 
 
 def is_student_dir(path: Path) -> bool:
@@ -122,13 +156,22 @@ def is_student_dir(path: Path) -> bool:
     return isinstance(data, dict) and "reuse_pattern" in data and "conv_layers" in data
 
 
+def is_exported_student(path: Path) -> bool:
+    """A directory written by ``armdistill export --format hf``."""
+    try:
+        return is_export(json.loads((path / CONFIG_NAME).read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
+
+
 def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden", seed: int = 0) -> Upstream:
     """Resolve an upstream from its command-line spelling.
 
     ``mfcc`` / ``mfcc-context`` / ``fbank``: baselines; a directory written by
-    ``Student.save_pretrained``: that student; a student preset name (or ``preset:NAME``):
-    a randomly initialised student seeded by ``seed`` (an untrained reference point);
-    ``teacher:SRC`` or anything else: ``Teacher.from_pretrained(SRC)``.
+    ``Student.save_pretrained`` or ``armdistill export --format hf`` (or its Hub id): that
+    student; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
+    ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
+    ``Teacher.from_pretrained(SRC)`` (a path or Hub id).
     """
     text = str(spec)
     if text in BASELINES:
@@ -139,16 +182,16 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
             torch.manual_seed(seed)
             student = Student.from_preset(preset)
         return StudentUpstream(student, student_features, name=f"{preset} (random init, seed {seed})")
-    path = Path(text)
-    if path.is_dir() and is_student_dir(path):
-        return StudentUpstream(Student.from_pretrained(path), student_features, name=str(path))
     source = text.removeprefix("teacher:")
+    path = resolve_pretrained(source, "upstream")
+    if source == text and path.is_dir() and (is_student_dir(path) or is_exported_student(path)):
+        return StudentUpstream(Student.from_pretrained(path), student_features, name=text)
     try:
         from armdistill.teachers import Teacher
     except ImportError as err:
-        raise ValueError(f"upstream {text!r}: not a baseline, preset or student directory, "
+        raise ConfigError(f"upstream {text!r}: not a baseline, preset or student directory, "
                          f"and teachers cannot be loaded: {err}") from None
-    return TeacherUpstream(Teacher.from_pretrained(source), name=source)
+    return TeacherUpstream(Teacher.from_pretrained(path), name=source)
 
 
 def as_upstream(obj: Upstream | Student | nn.Module | str | Path, student_features: StudentFeatures = "hidden",
