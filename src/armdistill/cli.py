@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "armdistill.demo.commands",
     "armdistill.eval.superb_commands",
     "armdistill.export.commands",
+    "armdistill.eval.bench_commands",
 )
 
 
