@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from matplotlib.image import imread
 
 from armdistill.cli import main
 from armdistill.data.manifest import write_manifest
+from armdistill.demo import ablation
+from armdistill.demo.config import CONFIG_DIR, load_demo_config
 from armdistill.eval.attention_analysis import (
     alternation_pattern,
     analyze,
@@ -23,8 +26,12 @@ from armdistill.eval.attention_analysis import (
     row_similarity_sums,
     valid_maps,
 )
+from armdistill.models.config import preset_config
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher, make_random_model, make_random_teacher
+
+
+COMMITTED = Path(__file__).parents[1] / "benchmarks" / "results" / "attention_default_teacher" / "demo_layers"
 
 
 def noise(seconds: float, seed: int) -> torch.Tensor:
@@ -127,3 +134,13 @@ def test_analyze_attention_command(tmp_path, capsys):
     assert main([*argv[:-2], "--layers", "1", "4", "--out", str(tmp_path / "bad")]) == 2
     assert "--layers" in capsys.readouterr().err
 
+
+def test_ablation_variant_takes_the_committed_suggestion():
+    """scripts/analyze_default_teacher.py wrote the suggestion for the ablation's mapped layers and K."""
+    analysis = json.loads((COMMITTED / "analysis.json").read_text())
+    base = load_demo_config(CONFIG_DIR / "demo-ablation.yaml")
+    variant = next(v for v in ablation.VARIANTS if v.key == "suggested_pattern")
+    student = ablation.variant_config(base, variant, seed=0).distill.student
+    assert student["reuse_pattern"] == analysis["suggested_pattern"]
+    assert analysis["layers"] == base.distill.loss.layer_map
+    assert analysis["computing"] == sum(preset_config(student["preset"]).reuse_pattern)

@@ -39,6 +39,10 @@ VARIANTS: tuple[Variant, ...] = (
             ("distill.student.preset=tiny-mask", "distill.student.ffn_dim=192")),
     Variant("layer_objective", "plain layer-to-layer distillation", ("distill.loss.objective=layer",)),
     Variant("release_reuse", "release reuse maths", ("distill.student.reuse_mode=release",)),
+    # What `armdistill analyze-attention` suggests for the shipped teacher's mapped layers with tiny-arm's two
+    # computing layers (benchmarks/results/attention_default_teacher/demo_layers; scripts/analyze_default_teacher.py).
+    Variant("suggested_pattern", "reuse pattern suggested by analyze-attention",
+            ("distill.student.reuse_pattern=[true, false, true, false]",)),
 )
 
 
