@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -110,10 +111,9 @@ def onnx_runner(name: str, path: Path, device: torch.device, threads: int | None
     """
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
 
-    graph = onnx.load(str(path), load_external_data=True).graph
-    total = sum(int(numpy_helper.to_array(init).size) for init in graph.initializer)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    total = sum(math.prod(init.dims) for init in graph.initializer)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
