@@ -17,8 +17,9 @@ from armdistill.config import ConfigError
 from armdistill.data.manifest import read_labels, read_manifest
 from armdistill.demo import ablation
 from armdistill.demo.config import CONFIG_DIR, DEMO_FILES, load_demo_config
-from armdistill.demo.pipeline import UPSTREAMS, corpus_dir, run_demo, subset_manifest, synthesise, untrained_student
+from armdistill.demo.pipeline import run_demo, untrained_student
 from armdistill.demo.report import checks
+from armdistill.demo.stages import UPSTREAMS, corpus_dir, subset_manifest, synthesise
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 

@@ -21,8 +21,8 @@ from armdistill.eval.features import (
     power_spectrum,
     stack_context,
 )
+from armdistill.frames import conv_output_lengths
 from armdistill.models.config import preset_config
-from armdistill.models.frontend import conv_output_lengths
 from armdistill.models.student import Student
 
 LENGTHS = [0, 399, 400, 401, 719, 720, 721, 1039, 1040, 16000, 16319, 16320, 33333]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from armdistill.config import ConfigError
+from armdistill.frames import conv_output_lengths
 from armdistill.models.config import StudentConfig, preset_config
-from armdistill.models.frontend import conv_output_lengths
 from armdistill.models.layers import scale_grad
 from armdistill.models.student import Student
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
+from armdistill.frames import conv_output_lengths
 from armdistill.models.config import preset_config
-from armdistill.models.frontend import conv_output_lengths
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher, make_random_model, make_random_teacher
 

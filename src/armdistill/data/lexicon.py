@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
-from armdistill.synth.phones import ARPABET
+from armdistill.data.phones import ARPABET
 
 Lexicon = dict[str, tuple[str, ...]]
 

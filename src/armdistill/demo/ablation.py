@@ -19,7 +19,9 @@ from typing import Any
 
 from armdistill.config import apply_overrides, from_dict, to_dict
 from armdistill.demo.config import DemoConfig
-from armdistill.demo.pipeline import probe_settings, subset_manifest, synthesise, teacher_source
+from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
+from armdistill.models.student import Student
+from armdistill.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,6 @@ def variant_config(base: DemoConfig, variant: Variant, seed: int) -> DemoConfig:
 
 def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path) -> dict[str, Any]:
     """Distil and probe one (variant, seed); reuses a finished run's results."""
-    from armdistill.demo.pipeline import distill, probe
-    from armdistill.models.student import Student
-
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -94,22 +93,14 @@ def table(rows: list[dict[str, Any]], teacher_per: float, seeds: list[int]) -> s
 
 def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
     """Run every variant for every seed; writes ``ablation.json`` and ``ablation.md``."""
-    from armdistill.demo.pipeline import torch_threads
-
     with torch_threads(base.threads):
         return _run_all(base, Path(out), seeds)
 
 
 def _run_all(base: DemoConfig, out: Path, seeds: list[int]) -> str:
-    from armdistill.demo.pipeline import probe
-
     began = time.perf_counter()
     corpus = synthesise(base)
-    manifests = {
-        "train": subset_manifest(corpus / "train.tsv", base.probe.train_minutes, out / "probe_data" / "train.tsv"),
-        "valid": corpus / "valid.tsv",
-        "test": corpus / "test.tsv",
-    }
+    manifests = probe_manifests(base, corpus, out)
     teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
     rows = []
     for variant in VARIANTS:

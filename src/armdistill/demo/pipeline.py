@@ -9,133 +9,23 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-import armdistill
 from armdistill.config import ConfigError
-from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
+from armdistill.data.audio import load_audio
+from armdistill.data.manifest import read_manifest
+from armdistill.demo import plots, report
 from armdistill.demo.config import DemoConfig
-from armdistill.eval.probe import ProbeConfig, default_cache_dir, run_probe
+from armdistill.demo.stages import (
+    UPSTREAMS, Timer, distill, probe, probe_manifests, probe_settings, synthesise, teacher_source,
+)
 from armdistill.eval.upstream import BaselineUpstream, StudentUpstream, TeacherUpstream, Upstream
 from armdistill.models.student import Student
-
-# report.json "per" keys, in table order
-UPSTREAMS: tuple[str, ...] = ("teacher", "student", "student_untrained", "mfcc", "mfcc_context")
-LABEL_EXTS: tuple[str, ...] = ("phn", "wrd", "spk")
-
-
-@dataclass
-class Timer:
-    """Wall seconds per stage, in the order the stages ran."""
-
-    start: float = field(default_factory=time.perf_counter)
-    stages: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str, what: str) -> Iterator[None]:
-        print(f"[{self.elapsed():6.1f} s] {what}", file=sys.stderr, flush=True)
-        began = time.perf_counter()
-        yield
-        self.stages[name] = round(time.perf_counter() - began, 2)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def cache_root(cfg: DemoConfig) -> Path:
-    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-
-
-def corpus_dir(cfg: DemoConfig) -> Path:
-    c = cfg.corpus
-    return Path(c.dir) if c.dir else cache_root(cfg) / "synth" / f"speech-{c.minutes:g}min-seed{c.seed}"
-
-
-def _count_audio(out: Path) -> int:
-    audio = out / "audio"
-    return sum(1 for split in audio.iterdir() if split.is_dir() for _ in split.iterdir()) if audio.is_dir() else 0
-
-
-def synthesise(cfg: DemoConfig) -> Path:
-    """The speech corpus of ``cfg.corpus``; a no-op when it already exists with those arguments.
-
-    synth.generate has no progress hook, so a bar follows the audio files as they appear.
-    """
-    from armdistill.synth import generate, load_meta, plan_speech
-    from armdistill.synth.corpus import GENERATOR_VERSION
-
-    out = corpus_dir(cfg)
-    c = cfg.corpus
-    meta = load_meta(out)
-    wanted = {"task": "speech", "minutes": float(c.minutes), "seed": int(c.seed), "version": GENERATOR_VERSION}
-    if meta is not None and meta.get("args") == wanted:
-        print(f"corpus: cached at {out}", file=sys.stderr)
-        return out
-    total = sum(len(specs) for specs in plan_speech(c.minutes, c.seed).values())
-    done = threading.Event()
-
-    def follow(bar: tqdm) -> None:
-        while not done.wait(0.5):
-            count = min(total, _count_audio(out))
-            if count != bar.n:
-                bar.update(count - bar.n)
-
-    with tqdm(total=total, desc="synthesise", unit="utt") as bar:
-        watcher = threading.Thread(target=follow, args=(bar,), daemon=True)
-        watcher.start()
-        try:
-            generate(out, c.minutes, seed=c.seed, workers=c.workers)
-        finally:
-            done.set()
-            watcher.join()
-        bar.update(total - bar.n)
-    return out
-
-
-def subset_manifest(manifest: Path, minutes: float | None, out: Path) -> Path:
-    """The first utterances of ``manifest`` up to ``minutes`` of audio, with their label files."""
-    if minutes is None:
-        return manifest
-    m = read_manifest(manifest)
-    budget, total, count = minutes * 60.0 * 16000, 0, 0
-    while count < len(m) and (total < budget or count == 0):
-        total += m.num_samples[count]
-        count += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, m.root, list(zip(m.paths[:count], m.num_samples[:count])))
-    for ext in LABEL_EXTS:
-        if label_path(manifest, ext).is_file():
-            lines = read_labels(manifest, ext, expected=len(m))[:count]
-            label_path(out, ext).write_text("".join(line + "\n" for line in lines))
-    return out
-
-
-def teacher_source(cfg: DemoConfig) -> str:
-    return cfg.teacher or str(armdistill.DEFAULT_TEACHER)
-
-
-def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
-    """Masking distillation with the demo recipe; returns the exported student directory."""
-    from armdistill.distill.train import run_distillation
-
-    d = cfg.distill
-    recipe = replace(
-        d,
-        output_dir=str(out / "distill"),
-        teacher=replace(d.teacher, path=d.teacher.path or teacher_source(cfg)),
-        data=replace(d.data, train=d.data.train or str(corpus / "train.tsv"),
-                     valid=str(corpus / "valid.tsv") if d.data.valid == "" else d.data.valid),
-    )
-    return run_distillation(recipe)
+from armdistill.teachers import Teacher
+from armdistill.threads import torch_threads
 
 
 def untrained_student(cfg: DemoConfig) -> Student:
@@ -146,8 +36,6 @@ def untrained_student(cfg: DemoConfig) -> Student:
 
 
 def upstreams(cfg: DemoConfig, student_dir: Path) -> dict[str, Upstream]:
-    from armdistill.teachers import Teacher
-
     features = cfg.probe.settings.student_features
     return {
         "teacher": TeacherUpstream(Teacher.from_pretrained(teacher_source(cfg)), name="teacher"),
@@ -158,51 +46,19 @@ def upstreams(cfg: DemoConfig, student_dir: Path) -> dict[str, Upstream]:
     }
 
 
-def probe(name: str, upstream: Upstream | Student | str, manifests: dict[str, Path], out: Path,
-          settings: ProbeConfig) -> dict[str, Any]:
-    """One PR probe (eval/probe.py) whose epochs advance a progress bar."""
-    with tqdm(total=settings.resolved("pr").epochs, desc=f"probe {name}", unit="epoch") as bar:
-        def log(line: str) -> None:
-            if line.startswith("epoch "):
-                bar.update(1)
-                bar.set_postfix_str(line.split(": ", 1)[1])
-
-        return run_probe("pr", upstream, manifests["train"], manifests["valid"], manifests["test"], out, settings, log)
-
-
 def probe_all(cfg: DemoConfig, models: dict[str, Upstream], manifests: dict[str, Path], out: Path) -> dict[str, dict]:
     """One PR probe per upstream, the same settings for all."""
     settings = probe_settings(cfg)
     return {name: probe(name, upstream, manifests, out / "probes" / name, settings) for name, upstream in models.items()}
 
 
-def probe_settings(cfg: DemoConfig) -> ProbeConfig:
-    settings = cfg.probe.settings
-    if settings.cache_dir is None:
-        settings = replace(settings, cache_dir=str(cache_root(cfg) / "features"))
-    return settings
-
-
 def attention_wav(cfg: DemoConfig, corpus: Path) -> tuple[torch.Tensor, str]:
     """The test utterance whose maps are drawn: ``([samples], id)``."""
-    from armdistill.data.audio import load_audio
-
     m = read_manifest(corpus / "test.tsv")
     if cfg.attention_utterance >= len(m):
         raise ConfigError(f"attention_utterance: {cfg.attention_utterance} is past the test split's {len(m)} utterances")
     path = m.audio_path(cfg.attention_utterance)
     return torch.from_numpy(load_audio(path)), path.stem
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (None: unchanged), then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count or previous)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
@@ -212,18 +68,12 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
 
 def _run_stages(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    from armdistill.demo import plots, report
-
     out.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     load_before = os.getloadavg()
     with timer.stage("synthesise", f"synthetic corpus ({cfg.corpus.minutes:g} min, seed {cfg.corpus.seed})"):
         corpus = synthesise(cfg)
-    manifests = {
-        "train": subset_manifest(corpus / "train.tsv", cfg.probe.train_minutes, out / "probe_data" / "train.tsv"),
-        "valid": corpus / "valid.tsv",
-        "test": corpus / "test.tsv",
-    }
+    manifests = probe_manifests(cfg, corpus, out)
     with timer.stage("distill", f"masking distillation ({cfg.distill.trainer.max_steps} steps)"):
         student_dir = distill(cfg, corpus, out)
     with timer.stage("probe", "phone-recognition probes: " + ", ".join(UPSTREAMS)):

@@ -14,7 +14,7 @@ from typing import Any
 from armdistill.config import to_dict
 from armdistill.data.manifest import read_manifest
 from armdistill.demo.config import DemoConfig
-from armdistill.demo.pipeline import UPSTREAMS, Timer
+from armdistill.demo.stages import UPSTREAMS, Timer
 from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
 
 SAMPLE_RATE = 16000

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.student import Student
+from armdistill.threads import torch_threads
 
 SAMPLE_RATE = 16000
 ONNX_NAME = "model.onnx"
@@ -253,9 +254,7 @@ def measure(runners: Sequence[Runner], settings: BenchSettings) -> list[dict[str
 def run_bench(specs: Sequence[str], settings: BenchSettings, out: str | Path) -> dict[str, Any]:
     """Measure every model of ``specs``; writes ``out/bench.json`` and ``out/bench.png``."""
     out = Path(out)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(settings.threads or previous)
-    try:
+    with torch_threads(settings.threads):
         load_before = os.getloadavg()
         runners = [runner for spec in specs for runner in load_runners(spec, settings)]
         records = measure(runners, settings)
@@ -268,8 +267,6 @@ def run_bench(specs: Sequence[str], settings: BenchSettings, out: str | Path) ->
             "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
             "records": records,
         }
-    finally:
-        torch.set_num_threads(previous)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_bench(result, out / "bench.png")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from armdistill.models.config import REUSE_MODES
+from armdistill.models.attention import REUSE_MODES
 
 DEVICES = ("cpu", "cuda")
 

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from armdistill.frames import valid_mask
+
 
 class WeightedSum(nn.Module):
     """Softmax-weighted sum of the upstream's layers, weights initialised equal.
@@ -81,7 +83,7 @@ class MeanPoolHead(nn.Module):
         self.proj = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+        valid = valid_mask(lengths, x.shape[1]).to(x.dtype)
         pooled = (x * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
         return self.proj(pooled)
 

@@ -7,6 +7,8 @@ from collections.abc import Hashable, Sequence
 import torch
 from torch import Tensor
 
+from armdistill.frames import valid_mask
+
 
 def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
@@ -44,7 +46,7 @@ def ctc_greedy_decode(logits: Tensor, lengths: Tensor, blank: int = 0) -> list[l
     keep = torch.ones_like(best, dtype=torch.bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
     keep &= best != blank
-    keep &= torch.arange(best.shape[1], device=best.device)[None, :] < lengths[:, None]
+    keep &= valid_mask(lengths, best.shape[1])
     return [row[k].tolist() for row, k in zip(best, keep)]
 
 

@@ -25,6 +25,8 @@ from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.frames import valid_mask
+from armdistill.threads import torch_threads
 
 Task = Literal["pr", "asr", "ks", "sid"]
 BLANK = "<blank>"
@@ -137,9 +139,8 @@ def _gather(feats: FeatureSet, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Utterances ``idx`` as a zero-padded ``[layers, batch, frames, dim]`` batch and their lengths."""
     lengths = feats.lengths[idx]
     frames = int(lengths.max().clamp(min=1))
-    steps = torch.arange(frames)
-    valid = steps[None, :] < lengths[:, None]
-    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + steps[None, :], 0)
+    valid = valid_mask(lengths, frames)
+    frame_idx = torch.where(valid, feats.offsets[idx][:, None] + torch.arange(frames)[None, :], 0)
     x = feats.features[:, frame_idx].masked_fill(~valid[None, :, :, None], 0)
     return x, lengths
 
@@ -269,16 +270,12 @@ def run_probe(
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(cfg.num_threads or threads)
+    with torch_threads(cfg.num_threads):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             runner = _Runner(task, cfg, splits["train"])
             summary = runner.train(splits["train"], splits["valid"], log)
         test_scores = runner.score(splits["test"])
-    finally:
-        torch.set_num_threads(threads)
     metric = TASKS[task].metric
     weights = runner.probe.weighted_sum.weights.detach().tolist()
     result = {

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, TeacherUpstream, load_upstream
-from armdistill.models.frontend import padding_mask
+from armdistill.frames import padding_mask
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000

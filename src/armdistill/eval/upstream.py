@@ -11,7 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ from armdistill.models.config import PRESETS
 from armdistill.models.student import CONFIG_NAME, Student
 
 StudentFeatures = Literal["hidden", "projections"]
-STUDENT_FEATURES: tuple[str, ...] = ("hidden", "projections")
+STUDENT_FEATURES: tuple[StudentFeatures, ...] = get_args(StudentFeatures)
 # Bump when the baseline recipe in features.py changes, so stale cached features are not reused.
 BASELINE_VERSION = "1"
 

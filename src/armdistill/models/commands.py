@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from armdistill.models.attention import REUSE_MODES
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.release import RELEASE_PRESETS, import_release
 from armdistill.models.student import Student
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="parameter and MAC counts of a student")
     p.add_argument("path", nargs="?", type=Path, help="a directory written by save_pretrained")
     p.add_argument("--preset", help="a student preset name instead of a directory")
-    p.add_argument("--reuse-mode", choices=["paper", "explicit", "release"], help="count MACs in this mode")
+    p.add_argument("--reuse-mode", choices=REUSE_MODES, help="count MACs in this mode")
     p.add_argument("--seconds", type=float, default=10.0, help="input length for the MAC count (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
 
 from armdistill.config import ConfigError, from_dict
-
-ReuseMode = Literal["paper", "explicit", "release"]
-REUSE_MODES: tuple[str, ...] = ("paper", "explicit", "release")
+from armdistill.models.attention import REUSE_MODES, ReuseMode
 
 ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
 

@@ -1,50 +1,16 @@
-"""Waveform front end: the strided CNN, frame lengths, and padding-exact GroupNorm.
+"""Waveform front end of the student: the strided CNN over raw 16 kHz audio.
 
-Shared by students and teachers, so both agree on frame counts and padding masks.
+Frame counts and padding-exact GroupNorm come from ``armdistill.frames``, which teachers use too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def conv_output_lengths(lengths: Tensor, kernels_strides: Sequence[tuple[int, int]]) -> Tensor:
-    """Valid frame count after each unpadded conv: ``floor((L - kernel) / stride) + 1``."""
-    out = lengths.clone()
-    for kernel, stride in kernels_strides:
-        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
-    return out.clamp(min=0)
-
-
-def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """``[batch, max_len]`` bool mask, True at padded positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
-
-
-def masked_group_norm(x: Tensor, lengths: Tensor | None, norm: nn.GroupNorm) -> Tensor:
-    """GroupNorm over time whose statistics use each utterance's valid frames only.
-
-    x: ``[batch, channels, time]``; lengths: valid frames per utterance. Gives at valid frames
-    exactly what ``norm`` gives on the utterance alone, unpadded; padded frames are zeroed.
-    """
-    if lengths is None:
-        return norm(x)
-    batch, channels, time = x.shape
-    groups = norm.num_groups
-    valid = (~padding_mask(lengths, time)).to(x.dtype)  # [batch, time]
-    xf = x.float().view(batch, groups, channels // groups, time)
-    w = valid.float()[:, None, None, :]
-    count = (w.sum(dim=-1, keepdim=True) * (channels // groups)).clamp(min=1)
-    mean = (xf * w).sum(dim=(2, 3), keepdim=True) / count
-    var = (((xf - mean) ** 2) * w).sum(dim=(2, 3), keepdim=True) / count
-    y = ((xf - mean) * torch.rsqrt(var + norm.eps)).view(batch, channels, time).to(x.dtype)
-    if norm.affine:
-        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
-    return y * valid[:, None, :]
+from armdistill.frames import conv_output_lengths, masked_group_norm
 
 
 class ConvLayer(nn.Module):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from armdistill.models.attention import AttentionState, SelfAttention
+from armdistill.models.attention import AttentionState, ReuseMode, SelfAttention
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -92,7 +92,7 @@ class EncoderLayer(nn.Module):
         self,
         x: Tensor,
         key_padding_mask: Tensor | None,
-        mode: str,
+        mode: ReuseMode,
         prev: AttentionState | None,
         need_weights: bool = False,
     ) -> tuple[Tensor, AttentionState | None, Tensor | None]:

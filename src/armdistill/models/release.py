@@ -8,43 +8,26 @@ which the restricted unpickler turns into inert stand-ins. Imported students run
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from torch import Tensor
 
 from armdistill.io.safe_pickle import safe_torch_load
+from armdistill.keymap import FAIRSEQ_LAYOUT, KeyMap
 from armdistill.models.config import preset_config
 from armdistill.models.student import Student
 
 RELEASE_PRESETS = ("armhubert", "armhubert-s", "maskhubert")
 STUDENT_PREFIX = "student_model."
 
-# (release key pattern, our key template); applied to keys without the student prefix.
-_RENAMES: list[tuple[str, str]] = [
+# Applied to keys without the student prefix; the rest of the layout is fairseq's.
+RELEASE_KEYS = KeyMap("released student", [
+    # mask_emb -> mask_embedding
     (r"mask_emb", "mask_embedding"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)", r"feature_extractor.conv_layers.0.layer_norm.\1"),
-    (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
-    (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
-    (r"encoder\.pos_conv\.0\.weight_g", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
-    (r"encoder\.pos_conv\.0\.weight_v", "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
-    (r"encoder\.pos_conv\.0\.bias", "encoder.pos_conv_embed.conv.bias"),
-    (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
+    # proj_head.3.lin_proj.weight -> heads.3.weight
     (r"proj_head\.(\d+)\.lin_proj\.(weight|bias)", r"heads.\1.\2"),
-]
-
-
-def rename_release_key(key: str) -> str:
-    for pattern, template in _RENAMES:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, template, key)
-    raise KeyError(f"unrecognised key in the released student: {key!r}")
+    *FAIRSEQ_LAYOUT,
+])
 
 
 def read_release_state(path: str | Path) -> dict[str, Tensor]:
@@ -56,7 +39,7 @@ def read_release_state(path: str | Path) -> dict[str, Tensor]:
     student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
     if not student:
         raise ValueError(f"{path}: no '{STUDENT_PREFIX}*' keys; is this a released distillation checkpoint?")
-    return {rename_release_key(k): v for k, v in student.items()}
+    return {RELEASE_KEYS.rename(k): v for k, v in student.items()}
 
 
 def _shape_mismatches(model: Student, state: dict[str, Tensor]) -> list[str]:

@@ -15,9 +15,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
-from armdistill.models.attention import AttentionState
-from armdistill.models.config import REUSE_MODES, StudentConfig, preset_config
-from armdistill.models.frontend import FeatureExtractor, conv_output_lengths, padding_mask
+from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
+from armdistill.models.config import StudentConfig, preset_config
+from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
 CONFIG_NAME = "config.json"
@@ -81,7 +82,7 @@ class Encoder(nn.Module):
         self.grad_scales = [(n - i) / (n + 1 - i) for i in range(n)] if cfg.grad_scale else None
 
     def forward(
-        self, x: Tensor, pad: Tensor | None, mode: str, need_weights: bool
+        self, x: Tensor, pad: Tensor | None, mode: ReuseMode, need_weights: bool
     ) -> tuple[list[Tensor], list[Tensor]]:
         """x ``[batch, frames, dim]`` -> (encoder input + per-layer outputs, per-layer maps)."""
         if pad is not None:
@@ -178,11 +179,11 @@ class Student(nn.Module):
 
     # -- properties -----------------------------------------------------------------
     @property
-    def reuse_mode(self) -> str:
+    def reuse_mode(self) -> ReuseMode:
         return self.config.reuse_mode
 
     @reuse_mode.setter
-    def reuse_mode(self, mode: str) -> None:
+    def reuse_mode(self, mode: ReuseMode) -> None:
         if mode not in REUSE_MODES:
             raise ConfigError(f"reuse_mode: {mode!r} is not one of {list(REUSE_MODES)}")
         self.config.reuse_mode = mode
@@ -212,6 +213,7 @@ class Student(nn.Module):
         ``[batch, frames]`` bool, frames replaced by the learned mask embedding."""
         if wav.dim() != 2:
             raise ValueError(f"wav: expected [batch, samples], got shape {tuple(wav.shape)}")
+        # The release's plain GroupNorm over padding (the table in models/attention.py).
         exact = self.config.reuse_mode != "release"
         feats, frame_lengths = self.feature_extractor(wav, lengths, exact_padding=exact)
         feats = scale_grad(feats, self.config.feature_grad_mult)

@@ -26,7 +26,7 @@ from armdistill.config import ConfigError
 from armdistill.data.audio import load_audio
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
-from armdistill.models.frontend import conv_output_lengths
+from armdistill.frames import conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
 

@@ -6,10 +6,9 @@ without it.
 
 from armdistill.synth.alignments import build_alignment, frame_labels, spoken_phones
 from armdistill.synth.corpus import generate, load_meta, plan_ks, plan_speech
-from armdistill.synth.phones import ARPABET, INVENTORY, SILENCE, ipa_to_arpabet
+from armdistill.synth.phones import INVENTORY, SILENCE, ipa_to_arpabet
 
 __all__ = [
-    "ARPABET",
     "INVENTORY",
     "SILENCE",
     "build_alignment",

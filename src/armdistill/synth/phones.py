@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from armdistill.data.phones import ARPABET
+
 SILENCE = "SIL"
-ARPABET: tuple[str, ...] = (
-    "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
-    "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
-    "UH", "UW", "V", "W", "Y", "Z", "ZH",
-)
 INVENTORY: tuple[str, ...] = ARPABET + (SILENCE,)
 
 _STRESS_MARKS = str.maketrans("", "", "ˈˌ")

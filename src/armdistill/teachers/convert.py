@@ -1,13 +1,13 @@
 """Original fairseq / unilm / s3prl teacher checkpoints -> transformers models, in memory.
 
-Weights are renamed to the transformers layout (no fairseq import); the file is read with the
+Weights are renamed to the transformers layout (no fairseq import), each key by exactly one rule
+(``armdistill/keymap.py``; unknown keys are refused); the file is read with the
 restricted unpickler, so foreign classes inside it (fairseq dictionaries, omegaconf configs)
 become inert stand-ins and any other global is refused before anything runs.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,46 +16,25 @@ from torch import Tensor
 from transformers import HubertModel, PreTrainedModel, Wav2Vec2Model, WavLMModel
 
 from armdistill.io.safe_pickle import safe_torch_load
+from armdistill.keymap import FAIRSEQ_LAYOUT, KeyMap
 from armdistill.teachers.fairseq_config import split_config, transformers_config
 
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"hubert": HubertModel, "wav2vec2": Wav2Vec2Model, "wavlm": WavLMModel}
 
-# Pre-training heads and quantisers the teacher does not use.
-_DROPPED = re.compile(r"^(final_proj|label_embs_concat|quantizer|project_q|project_inp|target_glu)(\.|$)")
-
-# (pattern, replacement) applied in order to each original key.
-_RENAMES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(p), r)
-    for p, r in [
-        (r"^feature_extractor\.conv_layers\.(\d+)\.0\.", r"feature_extractor.conv_layers.\1.conv."),
-        # GroupNorm sits at index 2; LayerNorm mode wraps it as (TransposeLast, LayerNorm, TransposeLast).
-        (r"^feature_extractor\.conv_layers\.(\d+)\.2\.(1\.)?", r"feature_extractor.conv_layers.\1.layer_norm."),
-        (r"^layer_norm\.", "feature_projection.layer_norm."),
-        (r"^post_extract_proj\.", "feature_projection.projection."),
-        (r"^mask_emb$", "masked_spec_embed"),
-        (r"^encoder\.pos_conv\.0\.(weight_g|parametrizations\.weight\.original0)$",
-         "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
-        (r"^encoder\.pos_conv\.0\.(weight_v|parametrizations\.weight\.original1)$",
-         "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
-        (r"^encoder\.pos_conv\.0\.bias$", "encoder.pos_conv_embed.conv.bias"),
-        (r"\.self_attn\.grep_linear\.", ".attention.gru_rel_pos_linear."),
-        (r"\.self_attn\.grep_a$", ".attention.gru_rel_pos_const"),
-        (r"\.self_attn\.relative_attention_bias\.", ".attention.rel_attn_embed."),
-        (r"\.self_attn\.", ".attention."),
-        (r"\.self_attn_layer_norm\.", ".layer_norm."),
-        (r"\.fc1\.", ".feed_forward.intermediate_dense."),
-        (r"\.fc2\.", ".feed_forward.output_dense."),
-    ]
-]
-
-
-def rename_key(key: str) -> str | None:
-    """The transformers name of an original state-dict key; None for dropped pre-training heads."""
-    if _DROPPED.match(key):
-        return None
-    for pattern, repl in _RENAMES:
-        key = pattern.sub(repl, key)
-    return key
+# The transformers name of each original state-dict key.
+ORIGINAL_KEYS = KeyMap("fairseq / unilm / s3prl checkpoint", [
+    # quantizer.vars -> dropped (pre-training heads and quantisers the teacher does not use)
+    (r"(?:final_proj|label_embs_concat|quantizer|project_q|project_inp|target_glu)(?:\..+)?", None),
+    # mask_emb -> masked_spec_embed
+    (r"mask_emb", "masked_spec_embed"),
+    # encoder.layers.3.self_attn.grep_linear.weight -> encoder.layers.3.attention.gru_rel_pos_linear.weight
+    (r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    # encoder.layers.3.self_attn.grep_a -> encoder.layers.3.attention.gru_rel_pos_const
+    (r"encoder\.layers\.(\d+)\.self_attn\.grep_a", r"encoder.layers.\1.attention.gru_rel_pos_const"),
+    # encoder.layers.0.self_attn.relative_attention_bias.weight -> encoder.layers.0.attention.rel_attn_embed.weight
+    (r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight", r"encoder.layers.\1.attention.rel_attn_embed.weight"),
+    *FAIRSEQ_LAYOUT,
+])
 
 
 def detect_kind(model_cfg: dict[str, Any], weights: dict[str, Tensor]) -> str:
@@ -88,7 +67,7 @@ def model_from_original(ckpt: dict[str, Any]) -> tuple[PreTrainedModel, bool]:
     kind = detect_kind(model_cfg, weights)
     config = transformers_config(kind, model_cfg)
     model = MODEL_CLASSES[kind](config)
-    state = {new: v for k, v in weights.items() if (new := rename_key(k)) is not None}
+    state = {new: v for k, v in weights.items() if (new := ORIGINAL_KEYS.rename(k)) is not None}
     if "feature_projection.projection.weight" not in state:
         # No post_extract_proj when the CNN width equals the model width: the projection is the identity.
         state["feature_projection.projection.weight"] = torch.eye(config.hidden_size)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
-from armdistill.models.frontend import conv_output_lengths, masked_group_norm, padding_mask
 from armdistill.teachers.convert import load_original
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -63,7 +63,7 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
     """
     if lengths is None:
         return F.layer_norm(wav, wav.shape[-1:], eps=WAVEFORM_EPS)
-    valid = (~padding_mask(lengths, wav.shape[1])).to(wav.dtype)
+    valid = valid_mask(lengths, wav.shape[1]).to(wav.dtype)
     count = lengths.to(wav.dtype).clamp(min=1)[:, None]
     mean = (wav * valid).sum(dim=1, keepdim=True) / count
     var = (((wav - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
