@@ -90,7 +90,7 @@ class TinyExport(nn.Module):
 
 
 RECORD_FIELDS = {"name", "kind", "reuse_mode", "params_total", "params_backbone", "params_heads", "gmacs_per_second",
-                 "latency_ms", "rtf", "throughput_audio_s_per_s", "peak_memory_mb"}
+                 "latency_ms", "rtf", "cpu_ms", "throughput_audio_s_per_s", "peak_memory_mb"}
 SECONDS = ["0.5", "1"]
 
 
@@ -121,9 +121,10 @@ def test_bench_json_has_every_field_for_every_model(bench_run):
         ("student", "paper"), ("student", "explicit"), ("teacher", None), ("onnx", None)]
     for r in records:
         assert set(r) == RECORD_FIELDS
-        assert list(r["latency_ms"]) == SECONDS and list(r["rtf"]) == SECONDS
+        assert list(r["latency_ms"]) == list(r["rtf"]) == list(r["cpu_ms"]) == SECONDS
         for key, lat in r["latency_ms"].items():
             assert 0 < lat["min"] <= lat["median"] <= lat["max"]
+            assert 0 < r["cpu_ms"][key]["min"] <= r["cpu_ms"][key]["median"] <= r["cpu_ms"][key]["max"]
             assert r["rtf"][key] == pytest.approx(lat["median"] / 1000 / float(key))
         assert r["throughput_audio_s_per_s"] > 0 and r["peak_memory_mb"] >= 0
     paper, explicit, teacher, onnx = records

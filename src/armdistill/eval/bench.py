@@ -6,7 +6,9 @@ throughput of a batch (audio seconds per wall second), the peak extra memory of 
 forward, and the real-time factor. Inputs are random, unpadded waveforms: every utterance of a
 batch has the same length. Timing is interleaved: each repeat runs every model once per input,
 so a change in machine load touches every model alike. After ``warmup`` untimed runs, each
-figure is the median (and min, max) over ``repeats`` runs.
+figure is the median (and min, max) over ``repeats`` runs. On CPU the process CPU time of each
+call is recorded too: with one thread on a shared machine it estimates the latency the machine
+would give unloaded, which wall time under load does not.
 """
 
 from __future__ import annotations
@@ -219,6 +221,7 @@ def measure(runners: Sequence[Runner], settings: BenchSettings) -> list[dict[str
                         generator=generator).to(device)
     jobs = [*inputs.items(), (None, batch)]
     times: dict[tuple[int, float | None], list[float]] = {(r, s): [] for r in range(len(runners)) for s, _ in jobs}
+    cpu_times: dict[tuple[int, float | None], list[float]] = {key: [] for key in times}
     with Progress(transient=True) as progress:
         task = progress.add_task("bench", total=(settings.warmup + settings.repeats) * len(runners) * len(jobs))
         for rep in range(settings.warmup + settings.repeats):
@@ -227,11 +230,12 @@ def measure(runners: Sequence[Runner], settings: BenchSettings) -> list[dict[str
                                 f"(repeat {rep + 1 - settings.warmup if rep >= settings.warmup else 'warm-up'})")
                 for seconds, wav in jobs:
                     _synchronise(device)
-                    began = time.perf_counter()
+                    began, cpu_began = time.perf_counter(), time.process_time()
                     runner.run(wav)
                     _synchronise(device)
                     if rep >= settings.warmup:
                         times[r, seconds].append(time.perf_counter() - began)
+                        cpu_times[r, seconds].append(time.process_time() - cpu_began)
                     progress.advance(task)
     records = []
     for r, runner in enumerate(runners):
@@ -245,6 +249,7 @@ def measure(runners: Sequence[Runner], settings: BenchSettings) -> list[dict[str
             "gmacs_per_second": runner.gmacs_per_second,
             "latency_ms": latency,
             "rtf": {key: v["median"] / 1000 / float(key) for key, v in latency.items()},
+            "cpu_ms": None if device.type == "cuda" else {f"{s:g}": _summary(cpu_times[r, s]) for s in settings.seconds},
             "throughput_audio_s_per_s": settings.batch * settings.throughput_seconds / batch_seconds,
             "peak_memory_mb": peak_memory_mb(runner, batch, device),
         })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -75,7 +76,7 @@ def _bench(args: argparse.Namespace) -> int:
         memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         table.add_row(label(r), f"{r['params_total']:,}", macs, *[f"{v['median']:.1f}" for v in r["latency_ms"].values()],
                       f"{r['throughput_audio_s_per_s']:.1f}", memory)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
 
