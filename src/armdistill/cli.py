@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "armdistill.eval.report_commands",
     "armdistill.data.lexicon_commands",
     "armdistill.export.commands",
+    "armdistill.eval.bench_commands",
 )
 
 
