@@ -34,7 +34,7 @@ def noise(num_samples: int, rng: np.random.Generator, colour: str = "white") -> 
         spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
         white = np.fft.irfft(spectrum, n=num_samples)
     elif colour != "white":
-        raise ValueError(f"noise colour must be 'white' or 'pink', got {colour!r}")
+        raise ConfigError(f"noise colour must be 'white' or 'pink', got {colour!r}")
     return (white / np.sqrt(max(_power(white), 1e-20))).astype(np.float32)
 
 
@@ -51,7 +51,7 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
     has exactly ``round(len(wav) / factor)`` samples.
     """
     if factor <= 0:
-        raise ValueError(f"speed factor must be positive, got {factor}")
+        raise ConfigError(f"speed factor must be positive, got {factor}")
     target = int(round(len(wav) / factor))
     ratio = Fraction(1.0 / factor).limit_denominator(1000)
     out = resample_poly(wav, ratio.numerator, ratio.denominator)[:target]
@@ -71,9 +71,9 @@ def band_limit(wav: np.ndarray, sample_rate: int, low_hz: float | None, high_hz:
     """Zero-phase 8th-order Butterworth band-pass (or high-/low-pass when one edge is None)."""
     nyquist = sample_rate / 2.0
     if high_hz is not None and not 0 < high_hz < nyquist:
-        raise ValueError(f"band_limit: high_hz must lie in (0, {nyquist}), got {high_hz}")
+        raise ConfigError(f"band_limit: high_hz must lie in (0, {nyquist}), got {high_hz}")
     if low_hz is not None and high_hz is not None and low_hz >= high_hz:
-        raise ValueError(f"band_limit: low_hz {low_hz} must be below high_hz {high_hz}")
+        raise ConfigError(f"band_limit: low_hz {low_hz} must be below high_hz {high_hz}")
     if low_hz is None and high_hz is None:
         return wav
     if low_hz is None:
@@ -89,7 +89,7 @@ def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> np
     """Room impulse response ``[round(rt60 * sample_rate)]``: a unit direct path, then noise under
     an envelope that decays by 60 dB over ``rt60`` seconds."""
     if rt60 <= 0:
-        raise ValueError(f"rt60 must be positive, got {rt60}")
+        raise ConfigError(f"rt60 must be positive, got {rt60}")
     length = max(2, int(round(rt60 * sample_rate)))
     t = np.arange(length) / sample_rate
     rir = rng.standard_normal(length) * np.exp(-_DECAY * t / rt60) * 0.3
