@@ -47,7 +47,7 @@ from transformers import PreTrainedModel
 
 from armdistill.config import from_dict
 from armdistill.data.sampler import DynamicBatchSampler, padding_fraction
-from armdistill.distill.config import DistillConfig, plan
+from armdistill.distill.config import DistillConfig, plan, resolve_proj_dim
 from armdistill.distill.module import DistillModule
 from armdistill.distill.speed import compile_models, resolve_reuse_kernel
 from armdistill.eval.features import SAMPLE_RATE
@@ -141,7 +141,8 @@ def build_module(variant: Variant, teacher_model: PreTrainedModel, preset: str, 
     t = cfg.teacher
     teacher = Teacher(teacher_model, False, t.batch_masked, t.share_front_end, t.sdpa).to(device)
     torch.manual_seed(seed)
-    module = DistillModule(Student(cfg.student_config()), teacher, cfg, plan(cfg), "random weights").to(device).train()
+    cfg = resolve_proj_dim(cfg, teacher.dim)
+    module = DistillModule(Student(cfg.student_model), teacher, cfg, plan(cfg), "random weights").to(device).train()
     if cfg.speed.compile:
         compile_models(module.student, teacher)
     return module

@@ -124,7 +124,7 @@ def _step(settings: dict) -> tuple[float, list[torch.Tensor], torch.Tensor]:
     t = cfg.teacher
     teacher = Teacher(TEACHER, False, t.batch_masked, t.share_front_end, t.sdpa)
     torch.manual_seed(0)
-    module = DistillModule(Student(cfg.student_config()), teacher, cfg, plan(cfg), "test").train()
+    module = DistillModule(Student(cfg.student_model), teacher, cfg, plan(cfg), "test").train()
     result, mask = module.step_loss(_padded_wav(), LENGTHS, np.random.default_rng(7))
     result.loss.backward()
     return result.loss.item(), [p.grad.clone() for p in module.student.parameters()], mask

@@ -169,8 +169,7 @@ class DistillModule(pl.LightningModule):
         teacher_layers = targets(self.teacher.layer_outputs(wav, lengths))
         out = self.student(wav, lengths, kernel=kernel)
         if loss_cfg.objective == "distilhubert":
-            layer_map = loss_cfg.layer_map if loss_cfg.layer_map is not None else range(len(out.projections))
-            return distilhubert_loss(out.projections, [teacher_layers[i] for i in layer_map], out.padding_mask,
+            return distilhubert_loss(out.projections, [teacher_layers[i] for i in self.cfg.layer_map], out.padding_mask,
                                      loss_cfg.cos_weight)
         return layer_distillation_loss(out.projections, teacher_layers, out.padding_mask, loss_cfg)
 

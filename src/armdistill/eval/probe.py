@@ -26,7 +26,7 @@ from armdistill.eval.cache import FeatureDtype, FeatureSet, default_batch_second
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
-from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.eval.upstream import StudentFeatures, Upstream, as_upstream
 from armdistill.frames import valid_mask
 from armdistill.threads import torch_threads
 
@@ -301,7 +301,7 @@ def run_probe(
         "task": task,
         "upstream": up.name,
         "fingerprint": up.fingerprint(),
-        "student_features": up.features if isinstance(up, StudentUpstream) else None,
+        "student_features": up.features,
         "metric": metric,
         "test": test_scores[metric],
         "valid": summary["history"][summary["best_epoch"] - 1][f"valid_{metric}"],

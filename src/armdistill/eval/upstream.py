@@ -1,4 +1,4 @@
-"""Frozen upstreams for probing: a student, a teacher, or an MFCC / fbank baseline.
+"""Frozen upstreams for probing: a student (PyTorch or exported ONNX), a teacher, or an MFCC / fbank baseline.
 
 Every upstream maps one utterance to a stack of 50 Hz feature sequences
 ``[layers, frames, dim]`` (layer 0 = encoder input for models) and names itself with a
@@ -15,14 +15,17 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError
 from armdistill.config import to_dict
+from armdistill.errors import MissingFileError
 from armdistill.eval.features import BASELINES, baseline_features
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import resolve_pretrained
+from armdistill.io.onnx_model import INTERFACE_NAME, MODEL_NAME, OnnxStudent
 from armdistill.models.config import PRESETS
 from armdistill.models.exported import is_export
 from armdistill.models.student import CONFIG_NAME, Student
@@ -39,6 +42,7 @@ class Upstream(ABC):
     name: str
     layer_names: list[str]
     padding_exact: bool = False
+    features: StudentFeatures | None = None  # which student outputs, for student upstreams
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -74,6 +78,13 @@ class BaselineUpstream(Upstream):
         return baseline_features(self.name, wav)[None]
 
 
+def student_layer_names(features: StudentFeatures, count: int) -> list[str]:
+    """Names of ``count`` stacked student features: encoder input and layers, or heads."""
+    if features == "hidden":
+        return ["input"] + [f"layer {i}" for i in range(1, count)]
+    return [f"head {i + 1}" for i in range(count)]
+
+
 class StudentUpstream(Upstream):
     """A student's raw layer outputs (``hidden``: encoder input + every layer) or its
     projection-head outputs (``projections``: one per layer)."""
@@ -87,12 +98,9 @@ class StudentUpstream(Upstream):
         self.padding_exact = student.reuse_mode != "release"
         self.features = features
         self.name = name
-        n = student.config.num_layers
-        self.layer_names = (
-            ["input"] + [f"layer {i + 1}" for i in range(n)]
-            if features == "hidden"
-            else [f"head {i + 1}" for i in range(n)]
-        )
+        cfg = student.config
+        count = cfg.num_layers + 1 if features == "hidden" else len(cfg.head_layers)
+        self.layer_names = student_layer_names(features, count)
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -116,6 +124,46 @@ class StudentUpstream(Upstream):
     def to(self, device: str | torch.device) -> "StudentUpstream":
         self.student.to(device)
         return self
+
+
+class OnnxUpstream(Upstream):
+    """A student exported by ``armdistill export --format onnx``, run by onnxruntime: the
+    features of :class:`StudentUpstream`, computed by ``model.onnx`` or ``model.int8.onnx``.
+    onnxruntime uses as many threads as torch does when the upstream is built."""
+
+    def __init__(self, path: str | Path, features: StudentFeatures = "hidden", name: str | None = None):
+        if features not in STUDENT_FEATURES:
+            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+        self.path = Path(path)
+        self.model = OnnxStudent(self.path, threads=torch.get_num_threads())
+        self.output = "hidden_states" if features == "hidden" else "projections"
+        if self.output not in self.model.output_names:
+            raise ConfigError(f"{self.path}: the exported student has no projection heads; use 'hidden'")
+        self.features = features
+        self.name = name or str(self.path)
+        self.layer_names = student_layer_names(features, self.model.output_shapes[self.output][0])
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            self._fingerprint = f"onnx:{self.features}:{digest}"
+        return self._fingerprint
+
+    def extract(self, wav: Tensor) -> Tensor:
+        out = self.model(wav[None].float().numpy(), np.array([wav.shape[0]]))
+        return torch.from_numpy(out[self.output][:, 0]).float()
+
+
+def onnx_model_path(path: Path) -> Path | None:
+    """The model an ONNX upstream spec names: a ``.onnx`` file, or an export directory's fp32 model."""
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such ONNX model")
+        return path
+    if path.is_dir() and (path / INTERFACE_NAME).is_file():
+        return path / MODEL_NAME
+    return None
 
 
 class TeacherUpstream(Upstream):
@@ -169,7 +217,8 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
 
     ``mfcc`` / ``mfcc-context`` / ``fbank``: baselines; a directory written by
     ``Student.save_pretrained`` or ``armdistill export --format hf`` (or its Hub id): that
-    student; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
+    student; a ``.onnx`` file or a directory written by ``armdistill export --format onnx`` (its
+    ``model.onnx``): that model under onnxruntime; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
     ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
     ``Teacher.from_pretrained(SRC)`` (a path or Hub id).
     """
@@ -182,6 +231,9 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
             torch.manual_seed(seed)
             student = Student.from_preset(preset)
         return StudentUpstream(student, student_features, name=f"{preset} (random init, seed {seed})")
+    onnx_model = onnx_model_path(Path(text))
+    if onnx_model is not None:
+        return OnnxUpstream(onnx_model, student_features, name=text)
     source = text.removeprefix("teacher:")
     path = resolve_pretrained(source, "upstream")
     if source == text and path.is_dir() and (is_student_dir(path) or is_exported_student(path)):

@@ -177,6 +177,31 @@ class Teacher(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> TeacherOutput:
         return self.layer_outputs(wav, lengths, mask)
 
+    def attention_maps(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Each layer's attention probabilities ``[batch, heads, frames, frames]`` through the
+        padding-exact front end; padded keys get zero weight (rows of padded queries mean nothing).
+
+        transformers returns maps only on its eager attention path, so the model runs on it for
+        this call. WavLM's attention returns head-averaged maps: there ``heads`` is 1.
+        """
+        previous = self.model.config._attn_implementation
+        maps: list[Tensor] = []
+
+        def take(module: nn.Module, args: tuple, output: tuple) -> None:
+            maps.append(output[1] if output[1].dim() == 4 else output[1][:, None])
+
+        handles = [layer.attention.register_forward_hook(take) for layer in self.model.encoder.layers]
+        self.model.set_attn_implementation("eager")
+        try:
+            with torch.no_grad():
+                x, _, pad = self._front_end(wav, lengths)
+                self._encode(x, pad)
+        finally:
+            self.model.set_attn_implementation(previous)
+            for handle in handles:
+                handle.remove()
+        return tuple(maps)
+
     def masked_and_unmasked(self, wav: Tensor, lengths: Tensor | None, mask: Tensor) -> tuple[TeacherOutput, TeacherOutput]:
         """(masked, unmasked) outputs for masking distillation from one CNN pass (two without
         ``share_front_end``); the encoder runs on both in one batch of ``2 * batch`` when

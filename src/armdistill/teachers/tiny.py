@@ -73,3 +73,15 @@ def make_random_teacher(out_dir: str | Path, kind: str = "hubert", normalize: bo
     """Save a tiny random teacher as a transformers directory loadable by ``Teacher.from_pretrained``."""
     Teacher(make_random_model(kind, seed, **config), normalize=normalize).save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def hubert_base(seed: int = 0) -> Teacher:
+    """A random-weight teacher of HuBERT Base's shape (transformers' ``HubertConfig`` defaults: 12 layers
+    of 768, 94.4M parameters), to compare speed and MACs against without downloading a checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Teacher(HubertModel(HubertConfig(layerdrop=0.0)))
+
+
+# Teachers of a published shape that ``armdistill bench`` / ``analyze-attention`` accept by name.
+RANDOM_TEACHERS = {"hubert-base": hubert_base}
