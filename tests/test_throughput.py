@@ -14,6 +14,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from _transformers_parity import assert_matches_transformers
+
 from armdistill.config import ConfigError, from_dict
 from armdistill.distill.config import DistillConfig, load_config, plan
 from armdistill.distill.module import DistillModule
@@ -186,18 +188,18 @@ def test_wavlm_sdpa_teacher_equals_transformers(wavlm) -> None:
     Teacher(wavlm, sdpa=False)
     assert all(type(layer.attention) is not WavLMSdpaAttention for layer in wavlm.encoder.layers)
     with torch.no_grad():
-        eager = wavlm(wav, output_hidden_states=True).hidden_states
+        eager = wavlm(wav, output_hidden_states=True)
     Teacher(wavlm, sdpa=True)
-    assert _max_diff(whole, eager) < 1e-4
-    assert _max_diff(teacher.layer_outputs(wav).hidden_states, eager) < 1e-4
+    assert _max_diff(whole, eager.hidden_states) < 1e-4
+    assert_matches_transformers(teacher.layer_outputs(wav).hidden_states, eager, wavlm, atol=1e-4)
     # padded: each row as transformers gives the utterance alone
     out = teacher.layer_outputs(wav, LENGTHS)
     Teacher(wavlm, sdpa=False)
     for row, n in enumerate(LENGTHS.tolist()):
         with torch.no_grad():
-            alone = wavlm(wav[row : row + 1, :n], output_hidden_states=True).hidden_states
-        frames = alone[0].shape[1]
-        assert _max_diff([h[row, :frames] for h in out.hidden_states], [h[0] for h in alone]) < 1e-4
+            alone = wavlm(wav[row : row + 1, :n], output_hidden_states=True)
+        frames = alone.hidden_states[0].shape[1]
+        assert_matches_transformers([h[row : row + 1, :frames] for h in out.hidden_states], alone, wavlm, atol=1e-4)
 
 
 def test_wavlm_kernel_switch_keeps_weights_and_fingerprint() -> None:
