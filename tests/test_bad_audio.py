@@ -20,7 +20,7 @@ from armdistill.data.audio import AudioFileError
 from armdistill.data.bad_audio import SKIPPED_NAME, BadItem, SkipLog
 from armdistill.data.dataset import AudioDataset
 from armdistill.data.manifest import read_manifest, write_manifest
-from armdistill.distill.config import load_config, plan
+from armdistill.distill.config import load_config, plan, resolve_proj_dim
 from armdistill.distill.module import DistillModule, lr_factor
 from armdistill.distill.train import run_distillation
 from armdistill.eval.cache import load_or_extract
@@ -199,7 +199,7 @@ def test_skip_log_survives_a_torn_last_line(tmp_path: Path) -> None:
 
 def test_a_micro_batch_of_skipped_files_only_adds_nothing(distill_work: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_config(TINY_RECIPE, overrides(distill_work, tmp_path, *RUN))
-    module = DistillModule(Student(cfg.student_config()), Teacher.from_pretrained(distill_work["teacher"]), cfg, plan(cfg), "fp")
+    module = DistillModule(Student(resolve_proj_dim(cfg, 32).student_model), Teacher.from_pretrained(distill_work["teacher"]), cfg, plan(cfg), "fp")
     loss = module.training_step({"wav": torch.zeros(0, 0), "lengths": torch.zeros(0, dtype=torch.long)}, 0)
     loss.backward()
     grads = [p.grad for p in module.student.parameters() if p.requires_grad]

@@ -190,3 +190,22 @@ def test_fuzzed_manifests_give_user_errors_naming_the_file(tmp_path) -> None:
 def test_fuzzed_recipes_give_user_errors_naming_the_file(tmp_path) -> None:
     refused = _fuzz([TINY_RECIPE.read_bytes()], load_config, tmp_path, ".yaml")
     assert 50 < refused < 300
+
+
+def test_console_hides_library_noise_but_not_ours() -> None:
+    import logging
+    import warnings
+
+    from armdistill.cli import quiet_libraries
+
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "transformers")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn("torch.utils._pytree.LeafSpec is deprecated", FutureWarning)
+        warnings.warn("armdistill: 3 files skipped", UserWarning)
+    assert [str(w.message) for w in seen] == ["armdistill: 3 files skipped"]
+    assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)

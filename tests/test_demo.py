@@ -20,6 +20,7 @@ from armdistill.demo.config import CONFIG_DIR, DEMO_FILES, load_demo_config
 from armdistill.demo.pipeline import run_demo, untrained_student
 from armdistill.demo.report import checks
 from armdistill.demo.stages import UPSTREAMS, corpus_dir, subset_manifest, synthesise
+from armdistill.distill.config import resolve_proj_dim
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 
@@ -59,7 +60,7 @@ def test_shipped_teacher_shape():
 @pytest.mark.parametrize("mode", sorted(DEMO_FILES))
 def test_shipped_demo_files_fit_the_teacher(mode: str):
     cfg = load_demo_config(CONFIG_DIR / DEMO_FILES[mode])
-    student = cfg.distill.student_config()
+    student = resolve_proj_dim(cfg.distill, 256).student_model
     assert (cfg.corpus.minutes, cfg.corpus.seed) == (30.0, 0)  # the teacher's pretraining corpus
     assert student.downsample == 320 and student.proj_dim == 256
     assert len(cfg.distill.loss.layer_map) == student.num_layers and max(cfg.distill.loss.layer_map) <= 5
@@ -78,8 +79,8 @@ def test_config_errors_name_file_and_key(tmp_path: Path):
 
 def test_untrained_student_is_seeded():
     cfg = load_demo_config(CONFIG_DIR / "demo.yaml")
-    a, b = untrained_student(cfg), untrained_student(cfg)
-    other = untrained_student(load_demo_config(CONFIG_DIR / "demo.yaml", ["distill.seed=1"]))
+    a, b = untrained_student(cfg, 256), untrained_student(cfg, 256)
+    other = untrained_student(load_demo_config(CONFIG_DIR / "demo.yaml", ["distill.seed=1"]), 256)
     key = "encoder.layers.0.attention.q_proj.weight"
     assert torch.equal(a.state_dict()[key], b.state_dict()[key])
     assert not torch.equal(a.state_dict()[key], other.state_dict()[key])
@@ -165,7 +166,7 @@ def test_ablation_variants_match_in_size():
     for variant in ablation.VARIANTS:
         cfg = ablation.variant_config(base, variant, seed=2, steps=7)
         assert (cfg.distill.seed, cfg.probe.settings.seed, cfg.distill.trainer.max_steps) == (2, 2, 7)
-        sizes[variant.key] = Student(cfg.distill.student_config()).num_parameters()["params_total"]
+        sizes[variant.key] = Student(resolve_proj_dim(cfg.distill, 256).student_model).num_parameters()["params_total"]
     assert abs(sizes["all_attention"] - sizes["reference"]) / sizes["reference"] < 0.001
     by_key = {v.key: ablation.variant_config(base, v, 0).distill for v in ablation.VARIANTS}
     assert by_key["release_reuse"].student["reuse_mode"] == "release"

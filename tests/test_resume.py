@@ -21,7 +21,8 @@ from _distill_helpers import REFERENCE, REPO, STEPS, TINY_RECIPE, cli, logged, o
 from armdistill.config import ConfigError, to_dict
 from armdistill.distill.checkpoints import PAUSE_ENV, RUN_ENTRIES, prepare_run_dir, resume_changes, resume_point
 from armdistill.distill.config import load_config
-from armdistill.distill.train import run_distillation, write_student
+from armdistill.distill.export import write_student
+from armdistill.distill.train import run_distillation
 from armdistill.errors import FileFormatError
 from armdistill.io.atomic import atomic_directory, remove_orphans
 from armdistill.models.student import Student

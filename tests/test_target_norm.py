@@ -10,7 +10,7 @@ import torch
 
 from _distill_helpers import TINY_RECIPE, make_workdir, overrides
 from armdistill.cli import main
-from armdistill.distill.config import load_config, plan
+from armdistill.distill.config import load_config, plan, resolve_proj_dim
 from armdistill.distill.losses import (
     TARGET_NORM_EPS,
     layer_distillation_loss,
@@ -69,7 +69,7 @@ def masked_frames(frames: int) -> torch.Tensor:
 @pytest.mark.parametrize("mode", ["none", "layer", "instance"])
 def test_masked_and_unmasked_targets_are_normalised_alike(work: dict[str, Path], tmp_path: Path, mode: str) -> None:
     cfg = load_config(TINY_RECIPE, overrides(work, tmp_path, f"loss.target_norm={mode}"))
-    student = Student(cfg.student_config()).eval()
+    student = Student(resolve_proj_dim(cfg, 32).student_model).eval()
     teacher = Teacher.from_pretrained(work["teacher"])
     module = DistillModule(student, teacher, cfg, plan(cfg), "fp")
     wav, lengths = padded_batch()
@@ -103,11 +103,11 @@ def test_auto_follows_the_teacher_layout(work: dict[str, Path], tmp_path: Path) 
     assert not Teacher(make_random_model("data2vec-audio")).pre_ln
     resolved = {}
     for name, teacher in (("post", post), ("pre", pre)):
-        module = DistillModule(Student(cfg.student_config()), teacher, cfg, plan(cfg), "fp")
+        module = DistillModule(Student(resolve_proj_dim(cfg, 32).student_model), teacher, cfg, plan(cfg), "fp")
         resolved[name] = module.cfg.loss.target_norm
     assert resolved == {"post": "none", "pre": "layer"}
     explicit = load_config(TINY_RECIPE, overrides(work, tmp_path, "loss.target_norm=instance"))
-    assert DistillModule(Student(cfg.student_config()), pre, explicit, plan(cfg), "fp").cfg.loss.target_norm == "instance"
+    assert DistillModule(Student(resolve_proj_dim(cfg, 32).student_model), pre, explicit, plan(cfg), "fp").cfg.loss.target_norm == "instance"
 
 
 def test_print_config_shows_auto(work: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from _distill_helpers import REPO, RUN, STEPS, TINY_RECIPE, cli, logged, overrides
-from armdistill.distill.config import load_config
+from armdistill.distill.config import load_config, resolve_proj_dim
 from armdistill.distill.train import run_distillation
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
@@ -69,7 +69,7 @@ def test_two_ddp_ranks_equal_one_process_accumulating(distill_work: dict[str, Pa
     assert single_info["config"]["resolved"]["plan"]["accumulate"] == 2
     a, b = load_file(str(ddp_out / "student" / "model.safetensors")), load_file(str(single_out / "student" / "model.safetensors"))
     torch.manual_seed(0)  # the recipe's seed: the weights both runs started from
-    initial = Student(load_config(TINY_RECIPE, overrides(distill_work, single_out, *RUN)).student_config()).state_dict()
+    initial = Student(resolve_proj_dim(load_config(TINY_RECIPE, overrides(distill_work, single_out, *RUN)), 32).student_model).state_dict()
     assert a.keys() == b.keys() == initial.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)

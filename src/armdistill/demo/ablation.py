@@ -62,6 +62,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("layer_objective_raw", "layer-to-layer, raw targets (target_norm none)", LAYER_OBJECTIVE + RAW_TARGETS,
             against="layer_objective"),
     Variant("mask_prob_04", "mask prob 0.4 (the release's 100 h runs)", ("distill.mask.mask_prob=0.4",)),
+    # What `armdistill analyze-attention` suggests for the shipped teacher's mapped layers with tiny-arm's two
+    # computing layers (benchmarks/results/attention_default_teacher/demo_layers; scripts/analyze_default_teacher.py).
+    Variant("suggested_pattern", "reuse pattern suggested by analyze-attention",
+            ("distill.student.reuse_pattern=[true, false, true, false]",)),
 )
 
 

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from armdistill.eval.attention_analysis import attention_maps
 from armdistill.models.student import Student
 
 
@@ -77,33 +77,6 @@ def plot_per(per: Mapping[str, float], path: Path, title: str = "test PER (lower
     return path
 
 
-@torch.inference_mode()
-def teacher_attentions(model: nn.Module, wav: Tensor, normalize: bool) -> list[Tensor]:
-    """Per-layer maps ``[heads, frames, frames]`` of a transformers teacher for wav ``[samples]``.
-
-    The maps only exist on the eager attention path, so the model is switched to it for this
-    call and switched back after.
-    """
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        x = wav[None].float()
-        if normalize:
-            x = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=1e-5)
-        out = model(x, output_attentions=True)
-    finally:
-        model.set_attn_implementation(previous)
-    return [a[0] for a in out.attentions]
-
-
-@torch.inference_mode()
-def student_attentions(student: Student, wav: Tensor) -> list[Tensor]:
-    """Per-layer applied maps ``[heads, frames, frames]`` (a reusing layer shows the map it applies)."""
-    student.eval()
-    out = student(wav[None].float(), output_attentions=True)
-    return [a[0] for a in out.attentions]
-
-
 def plot_attention(rows: Mapping[str, Sequence[Tensor]], path: Path, title: str) -> Path:
     """One row per model, one panel per layer: the head-averaged map (query frame x key frame)."""
     cols = max(len(maps) for maps in rows.values())
@@ -128,8 +101,8 @@ def write_all(out: Path, probes: Mapping[str, dict[str, Any]], teacher: nn.Modul
               utterance: str) -> dict[str, str]:
     """Every demo figure under ``out``; returns ``{figure: file name}``."""
     per = {name: result["test"] for name, result in probes.items()}
-    rows = {"teacher": teacher_attentions(teacher.model, wav, teacher.normalize),
-            f"student ({student.config.reuse_mode})": student_attentions(student, wav)}
+    rows = {"teacher": [a[0] for a in attention_maps(teacher, wav[None].float())],
+            f"student ({student.config.reuse_mode})": [a[0] for a in attention_maps(student, wav[None].float())]}
     paths = {
         "curves": plot_curves(out / "distill" / "logs" / "csv", probes, out / "curves.png"),
         "per": plot_per(per, out / "per.png"),

@@ -15,6 +15,7 @@ from armdistill.config import to_dict
 from armdistill.data.manifest import read_manifest
 from armdistill.demo.config import DemoConfig
 from armdistill.demo.stages import UPSTREAMS, Timer
+from armdistill.distill.export import INFO_NAME
 from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
 
 SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
           student_dir: Path, manifests: Mapping[str, Path], figures: Mapping[str, str], timer: Timer,
           load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> dict[str, Any]:
     per = {name: results[name]["test"] for name in UPSTREAMS}
-    distill_info = json.loads((student_dir / "distill.json").read_text())
+    distill_info = json.loads((student_dir / INFO_NAME).read_text())
     settings = results["teacher"]["config"]
     return {
         "name": cfg.name,
@@ -71,7 +72,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
         "distill": {"steps": distill_info["global_step"], "student_dir": str(student_dir),
                     "objective": distill_info["config"]["loss"]["objective"],
                     "target_norm": distill_info["config"]["loss"]["target_norm"],  # resolved against the teacher
-                    "student": to_dict(cfg.distill.student_config()), "recipe": to_dict(cfg.distill)},
+                    "student": distill_info["config"]["resolved"]["student"], "recipe": to_dict(cfg.distill)},
         "params": sizes(models["teacher"], models["student"]),
         "metrics_files": {name: str(out / "probes" / name / "metrics.json") for name in UPSTREAMS},
         "figures": dict(figures),

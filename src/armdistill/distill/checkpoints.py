@@ -40,6 +40,8 @@ LAST_NAME = "last.ckpt"
 RUN_ENTRIES: tuple[str, ...] = ("config.yaml", CHECKPOINT_DIR, "logs", "student", "student-best", SKIPPED_NAME)
 # The one setting a resumed run may change: a finished run is extended by raising it.
 RESUMABLE_KEYS: tuple[str, ...] = ("trainer.max_steps",)
+# Settings whose "auto" a run resolves against the loaded teacher (and records resolved).
+RESOLVED_AGAINST_TEACHER: tuple[str, ...] = ("loss.target_norm", "student.proj_dim")
 # Test hook: the N-th checkpoint write of the process stops half-way for PAUSE_SECONDS, so a
 # test can kill the process inside a write.
 PAUSE_ENV = "ARMDISTILL_TEST_PAUSE_AT_WRITE"
@@ -172,10 +174,11 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any], step: int) ->
     ``trainer.max_steps`` below the checkpoint's step; returns the allowed changes (old, new).
     """
     old, new = _flatten(saved), _flatten(current)
-    # the checkpoint records loss.target_norm resolved against its teacher, whose fingerprint the
-    # resumed run must match: "auto" resolves to the same value again
-    if new.get("loss.target_norm") == "auto" and "loss.target_norm" in old:
-        new["loss.target_norm"] = old["loss.target_norm"]
+    # the checkpoint records these resolved against its teacher, whose fingerprint the resumed
+    # run must match: "auto" (stated or, as the default, left out) resolves to the same value again
+    for key in RESOLVED_AGAINST_TEACHER:
+        if new.get(key, "auto") == "auto" and key in old:
+            new[key] = old[key]
     changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
                if k != "output_dir" and old.get(k, KeyError) != new.get(k, KeyError)}
     refused = [k for k in changed if k not in RESUMABLE_KEYS]

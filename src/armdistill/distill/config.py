@@ -19,12 +19,15 @@ from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.distill.losses import LossConfig, TargetNorm
 from armdistill.distill.masking import MaskConfig
+from armdistill.distill.speed import SpeedSection
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 # keys of the student section that are not StudentConfig fields
 STUDENT_KEYS = ("preset", "init_from_teacher")
+# student.proj_dim: the teacher's width, known once the teacher is loaded
+PROJ_DIM_AUTO = "auto"
 
 
 def _check_positive(section: str, **values: float | int | None) -> None:
@@ -35,11 +38,14 @@ def _check_positive(section: str, **values: float | int | None) -> None:
 
 @dataclass
 class TeacherSection:
-    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint, and how it
+    runs (``Teacher``'s options: one batch and one CNN pass for both passes, SDPA attention)."""
 
     path: str = ""
     normalize: bool | None = None
     batch_masked: bool = True
+    share_front_end: bool = True
+    sdpa: bool = True
 
 
 @dataclass
@@ -115,6 +121,13 @@ def resolve_target_norm(cfg: "DistillConfig", teacher_pre_ln: bool) -> "DistillC
     return replace(cfg, loss=replace(cfg.loss, target_norm="layer" if teacher_pre_ln else "none"))
 
 
+def resolve_proj_dim(cfg: "DistillConfig", teacher_dim: int) -> "DistillConfig":
+    """``student.proj_dim: auto`` made concrete: the loaded teacher's width."""
+    if not cfg.proj_dim_auto:
+        return cfg
+    return replace(cfg, student={**cfg.student, "proj_dim": teacher_dim})
+
+
 @dataclass
 class OptimSection:
     """AdamW with linear warm-up, then linear (the release) or cosine decay to ``final_lr_fraction``."""
@@ -179,9 +192,14 @@ class TrainerSection:
 
 @dataclass
 class DistillConfig:
-    """A whole distillation run. ``student`` holds ``preset``, ``init_from_teacher`` (copy the
-    teacher's tensors of matching name and shape before training) and any StudentConfig field to
-    override (e.g. ``reuse_mode``)."""
+    """A whole distillation run. ``student`` is the recipe's flat student section: ``preset``,
+    ``init_from_teacher`` (copy the teacher's tensors of matching name and shape before training)
+    and any StudentConfig field to override (e.g. ``reuse_mode``); ``proj_dim: auto`` (the
+    default) is the teacher's width, set by :func:`resolve_proj_dim` once the teacher is loaded.
+
+    Validation resolves the section once: :attr:`student_model` (the StudentConfig) and
+    :attr:`layer_map` (the teacher layer each projection head learns, ``loss.layer_map`` or the
+    identity)."""
 
     name: str = ""
     output_dir: str = "runs/distill"
@@ -193,24 +211,41 @@ class DistillConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
-        heads = self.student_config().head_layers
-        if not isinstance(self.student.get("init_from_teacher", False), bool):
-            raise ConfigError(f"student.init_from_teacher: expected true/false, got {self.student['init_from_teacher']!r}")
+        init = self.student.get("init_from_teacher", False)
+        if not isinstance(init, bool):
+            raise ConfigError(f"student.init_from_teacher: expected true/false, got {init!r}")
+        self.init_from_teacher: bool = init
+        self._model = self._student_config()
+        self.head_layers: list[int] = self._model.head_layers
+        heads = self.head_layers
         if self.loss.layer_map is not None and len(self.loss.layer_map) != len(heads):
             raise ConfigError(
                 f"loss.layer_map: {len(self.loss.layer_map)} teacher layers for the student's {len(heads)} "
                 f"projection heads (reading student layers {heads})"
             )
+        self.layer_map: list[int] = list(range(len(heads))) if self.loss.layer_map is None else list(self.loss.layer_map)
 
     @property
-    def init_from_teacher(self) -> bool:
-        return bool(self.student.get("init_from_teacher", False))
+    def proj_dim_auto(self) -> bool:
+        """Whether ``student.proj_dim`` still waits for the teacher's width."""
+        return self.student.get("proj_dim", PROJ_DIM_AUTO) == PROJ_DIM_AUTO
 
-    def student_config(self) -> StudentConfig:
-        """The preset with this section's overrides, type-checked like any other section."""
+    @property
+    def student_model(self) -> StudentConfig:
+        """The resolved student: the preset with this section's overrides."""
+        if self.proj_dim_auto:
+            raise RuntimeError("student.proj_dim: auto is the teacher's width; resolve_proj_dim(cfg, teacher.dim) first")
+        return self._model
+
+    def _student_config(self) -> StudentConfig:
+        """The preset with this section's overrides, type-checked like any other section; an
+        unresolved ``proj_dim: auto`` stands in as width 1 (nothing validated depends on the width)."""
         overrides = {k: v for k, v in self.student.items() if k not in STUDENT_KEYS}
+        if self.proj_dim_auto:
+            overrides["proj_dim"] = 1
         preset = self.student.get("preset")
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"student.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
@@ -279,20 +314,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
 def objective_summary(cfg: DistillConfig) -> dict[str, Any]:
     """What one training step runs and matches: teacher passes, the student's input and, per
     projection head, ``[student layer it reads, teacher layer it learns]`` (0-based)."""
-    heads = cfg.student_config().head_layers
-    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(len(heads)))
     return {
         "name": cfg.loss.objective,
         "teacher_passes": ["masked", "unmasked"] if cfg.loss.uses_mask else ["unmasked"],
         "student_input": "masked" if cfg.loss.uses_mask else "unmasked",
-        "head_targets": [[s, t] for s, t in zip(heads, layer_map)],
+        "head_targets": [[s, t] for s, t in zip(cfg.head_layers, cfg.layer_map)],
         "init_from_teacher": cfg.init_from_teacher,
     }
 
 
 def resolved_dict(cfg: DistillConfig) -> dict[str, Any]:
     """The full config as plain data, the resolved student, the objective and the derived plan
-    (for printing and saving)."""
+    (for printing and saving); before the teacher is loaded the student's ``proj_dim`` reads ``auto``."""
     out = to_dict(cfg)
-    out["resolved"] = {"student": to_dict(cfg.student_config()), "objective": objective_summary(cfg), "plan": to_dict(plan(cfg))}
+    student = to_dict(cfg._model)
+    if cfg.proj_dim_auto:
+        student["proj_dim"] = PROJ_DIM_AUTO
+    out["resolved"] = {"student": student, "objective": objective_summary(cfg), "plan": to_dict(plan(cfg))}
     return out

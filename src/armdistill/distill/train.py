@@ -1,4 +1,7 @@
-"""Trainer set-up for distillation: data, callbacks, checkpoints, resume and export.
+"""Trainer set-up for distillation, read top to bottom: callbacks, the Trainer, then the run.
+
+Data loading lives in ``distill/data.py``, checkpoints and resume in ``distill/checkpoints.py``,
+student directories and their provenance in ``distill/export.py``.
 
 Layout of ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/`` (Lightning, for resume:
 periodic, ``last.ckpt`` and ``best.ckpt`` by validation loss; no teacher weights; loadable with
@@ -12,8 +15,6 @@ leaves the previous complete version.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,9 @@ import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import DataLoader
 
 from armdistill.config import ConfigError, to_dict
-from armdistill.data.bad_audio import SKIPPED_NAME, BadItem, SkipLog
-from armdistill.data.collate import collate_audio
-from armdistill.data.dataset import AudioDataset
-from armdistill.data.sampler import DynamicBatchSampler
+from armdistill.data.bad_audio import SKIPPED_NAME, SkipLog
 from armdistill.distill.checkpoints import (
     CHECKPOINT_DIR,
     AtomicCheckpointIO,
@@ -40,134 +37,14 @@ from armdistill.distill.checkpoints import (
     resume_point,
     say,
 )
-from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.distill.config import DistillConfig, Plan, plan, resolve_proj_dim, resolved_dict
+from armdistill.distill.data import DistillData, EpochProgress
+from armdistill.distill.export import export_checkpoint, student_info, write_student
 from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
-from armdistill.frames import receptive_field
-from armdistill.io.atomic import atomic_directory, write_text_atomic
-from armdistill.models.config import StudentConfig
+from armdistill.io.atomic import write_text_atomic
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
-
-INFO_NAME = "distill.json"
-
-
-class ResumableLoader(DataLoader):
-    """A loader over a :class:`DynamicBatchSampler` whose position survives restarts.
-
-    Lightning saves ``state_dict()`` in its checkpoints and calls ``load_state_dict()`` before
-    iterating on restart. The loader runs ahead of training (prefetch, workers), so the count
-    saved is ``consumed``, which :class:`EpochProgress` keeps in step with the training loop.
-
-    The data epoch (shuffle and crop seed) counts passes over the data, not Lightning's epochs:
-    restored from a checkpoint saved at an epoch's last micro-batch, Lightning runs one empty
-    epoch before the next, which would otherwise skip a pass and change every later batch.
-    """
-
-    def __init__(self, dataset: AudioDataset, sampler: DynamicBatchSampler, num_workers: int):
-        super().__init__(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=num_workers)
-        self.consumed = 0
-        self._restored = False
-
-    def start_epoch(self) -> None:
-        """A training epoch starts: go on with a pass restored part-way, else start the next pass."""
-        if self._restored and self.consumed < len(self.batch_sampler):
-            return
-        self._restored = False
-        if self.consumed > 0:
-            self.consumed = 0
-            self.dataset.set_epoch(self.batch_sampler.epoch + 1)
-            self.batch_sampler.set_epoch(self.batch_sampler.epoch + 1)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.batch_sampler.state_dict(batches_consumed=self.consumed)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dataset.set_epoch(int(state["epoch"]))
-        self.batch_sampler.load_state_dict(state)
-        self.consumed = int(state["batches_yielded"])
-        self._restored = True
-
-
-class EpochProgress(Callback):
-    """Starts the loader's passes over the data and counts the batches training used."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.start_epoch()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.consumed = batch_idx + 1
-
-
-class DistillData(pl.LightningDataModule):
-    """Training and held-out loaders; built once the strategy knows this process's rank.
-
-    Applies ``data.on_bad_audio`` in the main process to the files a batch's reads found bad
-    (a worker's exception would arrive as a traceback): ``error`` raises the first as one line;
-    ``skip`` records them in ``output_dir/skipped.tsv`` (read back on resume, so those files are
-    dropped again unread) and logs the running count as ``data/skipped_files``.
-    """
-
-    def __init__(self, cfg: DistillConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.min_samples = receptive_field([(k, s) for _, k, s in cfg.student_config().conv_layers])
-        d = cfg.data
-        if d.crop_seconds is not None and d.crop_seconds * d.sample_rate < self.min_samples:
-            raise ConfigError(f"data.crop_seconds: {d.crop_seconds} s is shorter than one frame "
-                              f"({self.min_samples} samples)")
-        self.skip_log: SkipLog | None = None
-        self.datasets: list[AudioDataset] = []
-
-    def setup(self, stage: str) -> None:
-        self.skip_log = SkipLog(Path(self.cfg.output_dir) / SKIPPED_NAME)
-
-    def _loader(self, manifest: str, train: bool) -> DataLoader:
-        d = self.cfg.data
-        dataset = AudioDataset(
-            manifest, d.sample_rate, d.min_seconds, d.max_seconds, d.crop_seconds if train else None, seed=self.cfg.seed,
-            min_samples=self.min_samples, on_bad_audio=d.on_bad_audio, known_bad=self.skip_log.known(manifest),
-            defer_errors=True,
-        )
-        self.datasets.append(dataset)
-        if self.trainer.is_global_zero:
-            self._skipped(dataset.rejected)
-        sampler = DynamicBatchSampler(
-            dataset.sizes, d.micro_batch_seconds, d.sample_rate, d.num_buckets, shuffle=train, seed=self.cfg.seed,
-            rank=self.trainer.global_rank, world_size=self.trainer.world_size, max_batch_size=d.max_batch_size,
-        )
-        if train:
-            return ResumableLoader(dataset, sampler, d.num_workers)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=d.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.data.train, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.cfg.data.valid is None else self._loader(self.cfg.data.valid, train=False)
-
-    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        bad = batch.pop("bad")
-        if bad and self.cfg.data.on_bad_audio == "error":
-            raise bad[0].error()
-        self._skipped(bad)
-        return batch
-
-    def _skipped(self, items: list[BadItem]) -> None:
-        new = self.skip_log.add(items)
-        for item in new:
-            say(f"skipped {item.error()}")
-            # later epochs' workers, forked from this process, drop it without reading it
-            for dataset in self.datasets:
-                if str(dataset.manifest_path.resolve()) == item.manifest:
-                    dataset.known_bad[item.line] = item.problem
-        if new:
-            for logger in self.trainer.loggers:
-                logger.log_metrics({"data/skipped_files": float(len(self.skip_log))}, step=self.trainer.global_step)
 
 
 class ScheduleFromPlan(Callback):
@@ -198,7 +75,7 @@ def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> 
     if student.config.proj_dim != teacher.dim:
         raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
     heads = len(student.config.head_layers)
-    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(heads))
+    layer_map = cfg.layer_map
     if len(layer_map) != heads or max(layer_map) >= teacher.num_layers:
         raise ConfigError(
             f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
@@ -215,46 +92,6 @@ def initialise_from_teacher(student: Student, teacher: Teacher) -> list[str]:
             "(the student must follow the teacher's layout, as the distilhubert preset follows HuBERT's)"
         )
     return copied
-
-
-def git_revision() -> str:
-    """Commit of the source tree this package runs from, ``-dirty`` with local changes; ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev}-dirty" if dirty else rev
-
-
-def write_student(student: Student, directory: str | Path, info: dict[str, Any]) -> Path:
-    """``save_pretrained`` plus ``distill.json`` (resolved config, git revision, teacher hash, step),
-    written atomically: ``directory`` holds the complete previous export until the new one replaces it."""
-    directory = Path(directory)
-    with atomic_directory(directory) as tmp:
-        student.save_pretrained(tmp)
-        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-    return directory
-
-
-def teacher_init_record(copied: list[str] | None) -> dict[str, Any] | None:
-    """What ``distill.json`` says of the initialisation: None, or the count and names of the copied tensors."""
-    return None if copied is None else {"count": len(copied), "tensors": list(copied)}
-
-
-def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
-    """Turn a distillation checkpoint into a student directory."""
-    ckpt = read_checkpoint(Path(ckpt_path))
-    saved = ckpt["armdistill"]
-    student = Student(StudentConfig.from_dict(saved["student_config"]))
-    prefix = "student."
-    student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-    info = {"config": saved["config"], "git_revision": git_revision(), "teacher_fingerprint": saved["teacher_fingerprint"],
-            "teacher_init": teacher_init_record(saved.get("teacher_init")), "global_step": ckpt["global_step"],
-            "checkpoint": str(ckpt_path)}
-    return write_student(student, directory, info)
 
 
 def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
@@ -299,7 +136,8 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
         limit_val_batches=(t.limit_val_batches or 1.0) if has_valid else 0,
         log_every_n_steps=t.log_every_steps, logger=loggers or False, callbacks=callbacks,
         enable_progress_bar=t.progress_bar != "none", use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=out, plugins=[AtomicCheckpointIO()],
+        # Lightning's model summary counts FLOPs it cannot see (0); our own summary is --print-config
+        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=out, plugins=[AtomicCheckpointIO()],
     )
     return trainer, best
 
@@ -330,8 +168,10 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
     if trainer.is_global_zero:
         prepare_run_dir(out, resuming=start is not None, overwrite=overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
-    student = Student(cfg.student_config())
+    t = cfg.teacher
+    teacher = Teacher.from_pretrained(t.path, t.normalize, t.batch_masked, t.share_front_end, t.sdpa)
+    cfg = resolve_proj_dim(cfg, teacher.dim)
+    student = Student(cfg.student_model)
     check_compatible(student, teacher, cfg)
     # a resumed run overwrites these weights from its checkpoint; the record stays the same
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
@@ -343,10 +183,8 @@ def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: b
     data = DistillData(cfg)
     trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start.path, weights_only=True)
     if trainer.is_global_zero:
-        info = {"config": resolved_dict(cfg), "git_revision": git_revision(), "teacher_fingerprint": fingerprint,
-                "teacher_init": teacher_init_record(copied), "global_step": trainer.global_step,
-                "skipped_files": len(SkipLog(out / SKIPPED_NAME))}
-        write_student(student, out / "student", info)
+        skipped = len(SkipLog(out / SKIPPED_NAME))
+        write_student(student, out / "student", student_info(cfg, fingerprint, copied, trainer.global_step, skipped))
         if best is not None and Path(best.best_model_path).is_file():
-            export_checkpoint(best.best_model_path, out / "student-best")
+            export_checkpoint(best.best_model_path, out / "student-best", skipped)
     return out / "student"

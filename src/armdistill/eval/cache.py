@@ -8,6 +8,10 @@ Audio is read with the checks training makes (sample count as the manifest lists
 one frame, decodable to the end, finite). Under ``on_bad_audio="skip"`` an unusable file is left
 out and recorded in ``meta.json``; under ``"error"`` it stops extraction, and an entry that
 recorded skipped files is refused for the same reason.
+
+Extraction reads the manifest in windows of ``WINDOW`` utterances; a padding-exact upstream
+runs each window as length-sorted, zero-padded batches of at most ``batch_seconds`` of padded
+audio (others one utterance at a time), and features are stored in manifest order.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,15 +34,30 @@ from tqdm import tqdm
 from armdistill.config import ConfigError
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy
-from armdistill.data.manifest import read_manifest
+from armdistill.data.collate import collate_audio
+from armdistill.data.manifest import Manifest, read_manifest
+from armdistill.data.sampler import DynamicBatchSampler
 from armdistill.errors import DataError, FileFormatError, MissingFileError
+from armdistill.eval.features import SAMPLE_RATE
 from armdistill.eval.upstream import Upstream
 from armdistill.frames import MIN_SAMPLES
+from armdistill.threads import auto_threads, torch_threads
 
 FeatureDtype = Literal["float16", "float32"]
 META_NAME = "meta.json"
 CACHE_FORMAT = 1
 SHARD_BYTES = 256 * 2**20
+# utterances held at once: batches are formed within a window, which bounds memory
+WINDOW = 64
+# padded seconds per extraction batch by device type. On a 2-core CPU, one thread, the shipped
+# teacher took 0.18-0.25 s per 2.3 s utterance in 16 s batches, 0.20-0.26 s alone and 0.32-0.36 s
+# in 60 s batches (docs/throughput.md); the CUDA value is unmeasured
+FEATURE_BATCH_SECONDS = {"cpu": 16.0, "cuda": 240.0}
+
+
+def default_batch_seconds(device: str | torch.device) -> float:
+    """The extraction batch budget for ``device`` (CPU value for unknown types)."""
+    return FEATURE_BATCH_SECONDS.get(torch.device(device).type, FEATURE_BATCH_SECONDS["cpu"])
 
 
 @dataclass
@@ -110,6 +130,42 @@ def _write_shard(directory: Path, index: int, chunks: list[Tensor], dtype: torch
     return name
 
 
+def extract_features(upstream: Upstream, wavs: list[Tensor], batch_seconds: float) -> list[Tensor]:
+    """Each waveform's ``[layers, frames, dim]``, in order: padding-exact upstreams run on
+    length-sorted padded batches of at most ``batch_seconds`` (a longer utterance alone)."""
+    if not upstream.padding_exact or len(wavs) < 2:
+        return [upstream.extract(wav) for wav in wavs]
+    sizes = [len(wav) for wav in wavs]
+    budget = max(batch_seconds, max(sizes) / SAMPLE_RATE)
+    feats: list[Tensor] = [torch.empty(0)] * len(wavs)
+    for batch in DynamicBatchSampler(sizes, budget, SAMPLE_RATE, num_buckets=1, shuffle=False):
+        padded = collate_audio([{"index": i, "wav": wavs[i]} for i in batch])
+        for i, out in zip(batch, upstream.extract_batch(padded["wav"], padded["lengths"])):
+            feats[i] = out
+    return feats
+
+
+def _manifest_features(
+    upstream: Upstream, manifest: Manifest, where: str | Path, batch_seconds: float, on_bad_audio: BadAudioPolicy,
+    skipped: dict[str, str],
+) -> Iterator[tuple[int, Tensor]]:
+    """(index, features) of every usable utterance of ``manifest`` in order, extracted a window
+    at a time; unusable files raise or, under ``skip``, are recorded in ``skipped``."""
+    for start in range(0, len(manifest), WINDOW):
+        window, wavs = [], []
+        for i in range(start, min(start + WINDOW, len(manifest))):
+            try:
+                wav = load_audio(manifest.audio_path(i), expected=manifest.num_samples[i], min_samples=MIN_SAMPLES)
+            except AudioFileError as err:
+                if on_bad_audio == "error":
+                    raise err.at(f"{where}:{manifest.line_numbers[i]}") from err
+                skipped[str(i)] = err.problem
+                continue
+            window.append(i)
+            wavs.append(torch.from_numpy(wav))
+        yield from zip(window, extract_features(upstream, wavs, batch_seconds))
+
+
 def load_or_extract(
     upstream: Upstream,
     manifest_path: str | Path,
@@ -117,11 +173,14 @@ def load_or_extract(
     dtype: FeatureDtype = "float16",
     progress: bool = False,
     on_bad_audio: BadAudioPolicy = "error",
+    batch_seconds: float = FEATURE_BATCH_SECONDS["cpu"],
+    threads: int | None = None,
 ) -> tuple[FeatureSet, bool]:
     """Features of every usable utterance in the manifest, from the cache when present.
 
-    Returns (features, hit); on a miss the upstream runs once per utterance and the entry is
-    stored for the next call.
+    Returns (features, hit); on a miss the upstream runs over the manifest (by
+    :func:`extract_features`, with ``threads`` torch threads, None: :func:`auto_threads`) and
+    the entry is stored for the next call.
     """
     cache_dir = Path(cache_dir)
     entry = cache_dir / cache_key(upstream, manifest_path, dtype)
@@ -138,26 +197,19 @@ def load_or_extract(
     torch_dtype = getattr(torch, dtype)
     try:
         shards, chunks, chunk_bytes, dims, skipped = [], [], 0, None, {}
-        for i in tqdm(range(len(manifest)), desc=f"features {upstream.name}", disable=not progress):
-            try:
-                wav = torch.from_numpy(load_audio(manifest.audio_path(i), expected=manifest.num_samples[i],
-                                                  min_samples=MIN_SAMPLES))
-            except AudioFileError as err:
-                if on_bad_audio == "error":
-                    raise err.at(f"{manifest_path}:{manifest.line_numbers[i]}") from err
-                skipped[str(i)] = err.problem
-                continue
-            feats = upstream.extract(wav)
-            if feats.dim() != 3:
-                raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
-            if dims is not None and (feats.shape[0], feats.shape[2]) != dims:
-                raise ValueError(f"upstream {upstream.name}: layer/dim shape changed at utterance {i}")
-            dims = (feats.shape[0], feats.shape[2])
-            chunks.append(feats.cpu())
-            chunk_bytes += feats.numel() * torch_dtype.itemsize
-            if chunk_bytes >= SHARD_BYTES:
-                shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
-                chunks, chunk_bytes = [], 0
+        features = _manifest_features(upstream, manifest, manifest_path, batch_seconds, on_bad_audio, skipped)
+        with torch_threads(threads or auto_threads()):
+            for i, feats in tqdm(features, total=len(manifest), desc=f"features {upstream.name}", disable=not progress):
+                if feats.dim() != 3:
+                    raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
+                if dims is not None and (feats.shape[0], feats.shape[2]) != dims:
+                    raise ValueError(f"upstream {upstream.name}: layer/dim shape changed at utterance {i}")
+                dims = (feats.shape[0], feats.shape[2])
+                chunks.append(feats.cpu())
+                chunk_bytes += feats.numel() * torch_dtype.itemsize
+                if chunk_bytes >= SHARD_BYTES:
+                    shards.append(_write_shard(tmp, len(shards), chunks, torch_dtype))
+                    chunks, chunk_bytes = [], 0
         if chunks or not shards:
             if not chunks:
                 raise DataError(f"{manifest_path}: manifest lists no usable utterances ({len(skipped)} skipped)")

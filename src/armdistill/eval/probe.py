@@ -22,7 +22,7 @@ from armdistill.config import ConfigError, from_dict, to_dict
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
 from armdistill.errors import DataError
-from armdistill.eval.cache import FeatureDtype, FeatureSet, load_or_extract
+from armdistill.eval.cache import FeatureDtype, FeatureSet, default_batch_seconds, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
@@ -80,19 +80,29 @@ class ProbeConfig:
     # Torch threads while the probe trains (None: leave as is). Probe steps are small: on a
     # shared 2-core CPU one thread measured ~50x faster than two (0.17 s vs ~9 s for 180 steps).
     num_threads: int | None = 1
+    # Feature extraction: torch threads (None: the cores the load average leaves free), the
+    # device the upstream runs on, and the padded seconds per length-sorted batch (None: the
+    # device's default, eval/cache.py).
+    feature_threads: int | None = None
+    feature_device: str = "cpu"
+    feature_batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_epochs"):
+        for name in ("epochs", "min_epochs", "num_threads", "feature_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {value}")
+                raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}")
         for name in ("batch_size", "patience", "lstm_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"num_threads: must be at least 1 or null, got {self.num_threads}")
+        if self.feature_batch_seconds is not None and self.feature_batch_seconds <= 0:
+            raise ConfigError(f"feature_batch_seconds: must be positive or null, got {self.feature_batch_seconds}")
+        try:
+            torch.device(self.feature_device)
+        except RuntimeError:
+            raise ConfigError(f"feature_device: expected a torch device such as 'cpu' or 'cuda', got {self.feature_device!r}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeConfig":
@@ -245,7 +255,9 @@ class _Runner:
 def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConfig, cache_dir: Path,
              progress: bool) -> tuple[Split, bool]:
     refs = read_references(task, manifest)
-    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio)
+    batch_seconds = cfg.feature_batch_seconds or default_batch_seconds(cfg.feature_device)
+    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio,
+                                 batch_seconds, cfg.feature_threads)
     refs = [ref for i, ref in enumerate(refs) if i not in feats.skipped]
     if len(feats) != len(refs):
         raise DataError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
@@ -270,7 +282,7 @@ def run_probe(
     if task not in TASKS:
         raise ConfigError(f"task: {task!r} is not one of {list(TASKS)}")
     cfg = (cfg or ProbeConfig()).resolved(task)
-    up = as_upstream(upstream, cfg.student_features, cfg.seed)
+    up = as_upstream(upstream, cfg.student_features, cfg.seed).to(cfg.feature_device)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "features"
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):

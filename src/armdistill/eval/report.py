@@ -18,13 +18,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from armdistill.config import ConfigError
+from armdistill.distill.export import INFO_NAME
 from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.eval.upstream import is_student_dir
 from armdistill.models.commands import model_info
 from armdistill.models.student import Student
 
 PUBLISHED = Path(__file__).with_name("published.json")
-INFO_NAME = "distill.json"
 METRICS_NAME = "metrics.json"
 # Task -> (column title, probe metric it shows); values are percentages.
 TASK_COLUMNS: dict[str, tuple[str, str]] = {

@@ -4,11 +4,14 @@
 s3prl's ``run_downstream.py`` in this process (so the registration is visible to it) with
 ``-u NAME -k UPSTREAM -d DOWNSTREAM -c CONFIG`` added to the caller's runner arguments. The runner
 reads its configs relative to s3prl's own folder, so it runs there; path arguments given
-relative to the caller's folder are made absolute first.
+relative to the caller's folder are made absolute first. Its checkpoints hold an
+``argparse.Namespace``, which torch's default ``weights_only`` load refuses: the runner runs with
+that one class allow-listed, and every other load keeps the default restriction.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -19,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from armdistill.config import ConfigError
 from armdistill.errors import MissingFileError, UserError
@@ -52,6 +57,9 @@ SUPERB_TASKS: dict[str, SuperbTask] = {
 _OURS = {"-u": "--upstream", "-k": "--upstream_ckpt", "-d": "--downstream"}
 _PATHS = {"-p": "--expdir", "-e": "--past_exp", "-i": "--init_ckpt", "-c": "--config", "-g": "--upstream_model_config"}
 _FROZEN = {"-f", "--upstream_trainable"}
+# What s3prl's runner checkpoints (states-*.ckpt, *-best.ckpt) pickle besides tensors and plain
+# containers: the runner's arguments ("Args"). Allow-listed only while the runner runs.
+RUNNER_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 
 def _option(arg: str, table: dict[str, str]) -> str | None:
@@ -118,21 +126,29 @@ def import_s3prl_hub() -> Any:
 
 
 def s3prl_root(hub: Any, root: str | Path | None) -> Path:
-    """The folder holding ``run_downstream.py`` and ``downstream/`` (default: beside ``s3prl.hub``)."""
-    path = Path(root) if root is not None else Path(hub.__file__).resolve().parent
+    """The folder holding ``run_downstream.py`` and ``downstream/``: that of the imported s3prl
+    package. ``root``, when given, must be that folder: the runner imports its downstream code
+    from the installed package, so configs from another tree would run against other code."""
+    package = Path(hub.__file__).resolve().parent
+    path = Path(root).resolve() if root is not None else package
     if not (path / "run_downstream.py").is_file():
-        raise MissingFileError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl checkout")
-    return path.resolve()
+        raise MissingFileError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl source tree")
+    if path != package:
+        raise UserError(f"--s3prl-root {path} is not the s3prl package this environment imports ({package}); "
+                        f"install that source tree into the environment (see {VENV_DOC})")
+    return path
 
 
 @contextlib.contextmanager
 def _runner_process_state(argv: list[str], cwd: Path) -> Iterator[None]:
-    """``sys.argv`` and the working folder as the runner expects them, restored afterwards."""
+    """``sys.argv``, the working folder and the checkpoint allow-list as the runner expects them,
+    restored afterwards."""
     saved_argv, saved_cwd = sys.argv, Path.cwd()
     sys.argv = argv
     os.chdir(cwd)
     try:
-        yield
+        with torch.serialization.safe_globals(list(RUNNER_CHECKPOINT_GLOBALS)):
+            yield
     finally:
         sys.argv = saved_argv
         os.chdir(saved_cwd)
@@ -153,7 +169,7 @@ def run_superb(task: str, upstream: str | Path, runner_args: Sequence[str], feat
     config = argv[argv.index("-c") + 1] if "-c" in argv else None
     if config is not None and not (path / config).is_file():
         raise MissingFileError(f"{path / config}: s3prl's downstream config is missing (the PyPI package "
-                                "ships none); give --s3prl-root the s3prl/ folder of a checkout, or -c FILE")
+                                f"ships none): install s3prl from its source tree (see {VENV_DOC}), or give -c FILE")
     model = load_s3prl_upstream(upstream, features)
     register_upstream(hub, name, upstream_factory(upstream, features, prebuilt=model))
     expdir = experiment_dir(argv, path)

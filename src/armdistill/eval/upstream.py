@@ -3,6 +3,8 @@
 Every upstream maps one utterance to a stack of 50 Hz feature sequences
 ``[layers, frames, dim]`` (layer 0 = encoder input for models) and names itself with a
 fingerprint that changes whenever its features could change, which keys the feature cache.
+Padding-exact upstreams (students outside ``release`` mode, teachers: an utterance's features
+do not depend on what else is padded into its batch) also extract zero-padded batches.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Upstream(ABC):
 
     name: str
     layer_names: list[str]
+    padding_exact: bool = False
     features: StudentFeatures | None = None  # which student outputs, for student upstreams
 
     @abstractmethod
@@ -48,6 +51,15 @@ class Upstream(ABC):
     @abstractmethod
     def extract(self, wav: Tensor) -> Tensor:
         """wav ``[samples]`` at 16 kHz -> ``[layers, frames, dim]`` float."""
+
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
+        """wav ``[batch, samples]`` zero-padded, lengths ``[batch]`` -> each utterance's
+        ``[layers, frames, dim]`` on the CPU. Without ``padding_exact``: one utterance at a time."""
+        return [self.extract(w[:n]) for w, n in zip(wav, lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "Upstream":
+        """Run on ``device`` (model upstreams move their weights; baselines stay on the CPU)."""
+        return self
 
 
 class BaselineUpstream(Upstream):
@@ -83,6 +95,7 @@ class StudentUpstream(Upstream):
         if features == "projections" and student.heads is None:
             raise ConfigError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
         self.student = student.eval().requires_grad_(False)
+        self.padding_exact = student.reuse_mode != "release"
         self.features = features
         self.name = name
         cfg = student.config
@@ -97,12 +110,20 @@ class StudentUpstream(Upstream):
             self._fingerprint = f"student:{self.features}:{digest}"
         return self._fingerprint
 
-    @torch.inference_mode()
     def extract(self, wav: Tensor) -> Tensor:
+        return self.extract_batch(wav[None], torch.tensor([wav.shape[0]]))[0]
+
+    @torch.inference_mode()
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
         self.student.eval()
-        out = self.student(wav[None].float(), torch.tensor([wav.shape[0]]))
-        states = out.hidden_states if self.features == "hidden" else out.projections
-        return torch.stack(states)[:, 0].float()
+        device = next(self.student.parameters()).device
+        out = self.student(wav.to(device).float(), lengths.to(device))
+        states = torch.stack(out.hidden_states if self.features == "hidden" else out.projections).float().cpu()
+        return [states[:, i, :n] for i, n in enumerate(out.lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "StudentUpstream":
+        self.student.to(device)
+        return self
 
 
 class OnnxUpstream(Upstream):
@@ -148,6 +169,8 @@ def onnx_model_path(path: Path) -> Path | None:
 class TeacherUpstream(Upstream):
     """A teacher's encoder input and every layer output (``TeacherOutput.hidden_states``)."""
 
+    padding_exact = True
+
     def __init__(self, teacher: nn.Module, name: str = "teacher"):
         self.teacher = teacher.eval()
         self.name = name
@@ -156,10 +179,18 @@ class TeacherUpstream(Upstream):
     def fingerprint(self) -> str:
         return f"teacher:normalize={self.teacher.normalize}:{self.teacher.fingerprint()}"
 
-    @torch.inference_mode()
     def extract(self, wav: Tensor) -> Tensor:
-        out = self.teacher.layer_outputs(wav[None].float(), torch.tensor([wav.shape[0]]))
-        return torch.stack(out.hidden_states)[:, 0].float()
+        return self.extract_batch(wav[None], torch.tensor([wav.shape[0]]))[0]
+
+    @torch.inference_mode()
+    def extract_batch(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
+        out = self.teacher.layer_outputs(wav.float(), lengths)
+        states = torch.stack(out.hidden_states).float().cpu()
+        return [states[:, i, :n] for i, n in enumerate(out.lengths.tolist())]
+
+    def to(self, device: str | torch.device) -> "TeacherUpstream":
+        self.teacher.to(device)
+        return self
 
 
 def is_student_dir(path: Path) -> bool:

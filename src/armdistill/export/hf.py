@@ -31,9 +31,9 @@ from transformers import AutoModel, HubertConfig, HubertModel, Wav2Vec2FeatureEx
 from transformers.utils import logging as hf_logging
 
 from armdistill.config import to_dict
+from armdistill.distill.export import INFO_NAME
 from armdistill.errors import UserError
 from armdistill.eval.features import SAMPLE_RATE
-from armdistill.eval.report import INFO_NAME
 from armdistill.export.card import CardFacts, model_card, probe_results
 from armdistill.export.hf_configuration import ArmdistillConfig
 from armdistill.export.hf_modeling import ArmdistillModel

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from armdistill.config import to_dict
+from armdistill.config import ConfigError, to_dict
 from armdistill.errors import NonFiniteError, UserError
 from armdistill.io.onnx_model import INT8_NAME, INTERFACE_NAME, MODEL_NAME, OnnxStudent
 from armdistill.models.student import Student
@@ -158,7 +158,7 @@ def reference_outputs(student: Student, wav: np.ndarray, lengths: np.ndarray) ->
 def export_student(student: Student, out: str | Path, quantize: str | None = None) -> Path:
     """Write ``out/model.onnx`` (+ ``model.int8.onnx``) and ``out/onnx.json``; returns ``out``."""
     if quantize not in (None, "int8"):
-        raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
+        raise ConfigError(f"quantize: expected 'int8' or None, got {quantize!r}")
     out = Path(out)
     bad = student.nonfinite_tensors()
     if bad:

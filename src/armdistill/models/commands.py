@@ -8,17 +8,16 @@ from pathlib import Path
 
 from armdistill.config import ConfigError
 from armdistill.models.attention import REUSE_MODES
-from armdistill.models.macs import count_macs
+from armdistill.models.macs import gmacs_per_second
 from armdistill.models.release import RELEASE_PRESETS, import_release
 from armdistill.models.student import Student
 
 
 def model_info(student: Student, seconds: float = 10.0) -> dict:
     student.eval()
-    macs = count_macs(student, seconds)
     return {
         **student.num_parameters(),
-        "gmacs_per_second": macs / seconds / 1e9,
+        "gmacs_per_second": gmacs_per_second(student, seconds),
         "seconds": seconds,
         "frame_rate_hz": student.frame_rate_hz,
         "reuse_pattern": student.config.reuse_pattern,

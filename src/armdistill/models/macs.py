@@ -28,3 +28,8 @@ def count_macs(forward: Callable[[Tensor], object], seconds: float = 10.0, sampl
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
         forward(wav)
     return counter.get_total_flops() // 2
+
+
+def gmacs_per_second(forward: Callable[[Tensor], object], seconds: float = 10.0) -> float:
+    """GMACs per second of audio of ``forward``, counted on one ``seconds``-long input."""
+    return count_macs(forward, seconds) / seconds / 1e9

@@ -20,7 +20,7 @@ from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
 from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, padding_mask
 from armdistill.io.hub import resolve_pretrained
-from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
+from armdistill.models.attention import REUSE_KERNELS, REUSE_MODES, AttentionState, ReuseKernel, ReuseMode
 from armdistill.models.config import StudentConfig, preset_config
 from armdistill.models.exported import from_hf_names, is_export, read_export
 from armdistill.models.frontend import FeatureExtractor
@@ -238,13 +238,21 @@ class Student(nn.Module):
         lengths: Tensor | None = None,
         mask: Tensor | None = None,
         output_attentions: bool = False,
+        kernel: ReuseKernel = "sdpa",
     ) -> StudentOutput:
         """wav ``[batch, samples]`` (16 kHz); lengths ``[batch]`` valid samples; mask
-        ``[batch, frames]`` bool, frames replaced by the learned mask embedding."""
+        ``[batch, frames]`` bool, frames replaced by the learned mask embedding.
+
+        ``kernel`` applies to ``paper`` mode: ``sdpa`` recomputes a reused map inside SDPA,
+        ``stored`` keeps each computed map and applies it (the ``explicit`` route; same maths).
+        """
         if wav.dim() != 2:
             raise ValueError(f"wav: expected [batch, samples], got shape {tuple(wav.shape)}")
+        if kernel not in REUSE_KERNELS:
+            raise ValueError(f"kernel: {kernel!r} is not one of {list(REUSE_KERNELS)}")
+        mode = "explicit" if kernel == "stored" and self.config.reuse_mode == "paper" else self.config.reuse_mode
         # The release's plain GroupNorm over padding (the table in models/attention.py).
-        exact = self.config.reuse_mode != "release"
+        exact = mode != "release"
         feats, frame_lengths = self.feature_extractor(wav, lengths, exact_padding=exact)
         feats = scale_grad(feats, self.config.feature_grad_mult)
         x = self.feature_projection(feats)
@@ -253,7 +261,7 @@ class Student(nn.Module):
             if mask.shape != x.shape[:2]:
                 raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
-        hidden, maps = self.encoder(x, pad, self.config.reuse_mode, output_attentions)
+        hidden, maps = self.encoder(x, pad, mode, output_attentions)
         projections = None
         if self.heads is not None:
             projections = tuple(head(hidden[i + 1]) for head, i in zip(self.heads, self.config.head_layers))

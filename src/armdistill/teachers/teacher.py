@@ -5,6 +5,7 @@ statistics (and waveform normalisation) use each utterance's valid samples only:
 in a padded batch gets the layer outputs it gets alone. The encoder is the transformers one,
 called with a frame-level attention mask; layer outputs are collected with forward hooks, so
 each is exactly what its layer emits (pre-LN stacks: before the encoder's final LayerNorm).
+Attention runs through SDPA by default, WavLM's too (``teachers/attention.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import resolve_pretrained
+from armdistill.teachers.attention import set_attention
 from armdistill.teachers.convert import load_original
 from armdistill.teachers.model_dir import load_model_dir
 
@@ -75,9 +77,21 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 class Teacher(nn.Module):
-    """Frozen teacher: ``layer_outputs(wav, lengths, mask)`` -> :class:`TeacherOutput`."""
+    """Frozen teacher: ``layer_outputs(wav, lengths, mask)`` -> :class:`TeacherOutput`.
 
-    def __init__(self, model: PreTrainedModel, normalize: bool = False, batch_masked: bool = True):
+    ``batch_masked``: the masked and unmasked encoder passes run as one batch;
+    ``share_front_end``: they share one CNN pass (False runs the CNN for each, as the release did);
+    ``sdpa``: self-attention through SDPA, else transformers' eager kernel (same maths).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        normalize: bool = False,
+        batch_masked: bool = True,
+        share_front_end: bool = True,
+        sdpa: bool = True,
+    ):
         super().__init__()
         for name in ("feature_extractor", "feature_projection", "encoder"):
             if not hasattr(model, name):
@@ -90,6 +104,9 @@ class Teacher(nn.Module):
         model.requires_grad_(False)
         self.normalize = bool(normalize)
         self.batch_masked = bool(batch_masked)
+        self.share_front_end = bool(share_front_end)
+        self.sdpa = bool(sdpa)
+        set_attention(model, self.sdpa)
         self.kernels_strides = [
             (layer.conv.kernel_size[0], layer.conv.stride[0]) for layer in model.feature_extractor.conv_layers
         ]
@@ -103,7 +120,14 @@ class Teacher(nn.Module):
 
     # -- construction / persistence -------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path, normalize: bool | None = None, batch_masked: bool = True) -> "Teacher":
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        normalize: bool | None = None,
+        batch_masked: bool = True,
+        share_front_end: bool = True,
+        sdpa: bool = True,
+    ) -> "Teacher":
         """A transformers model directory, a fairseq / unilm / s3prl ``.pt`` file, or a Hub id
         ``org/name[@revision]`` of a transformers model.
 
@@ -118,7 +142,7 @@ class Teacher(nn.Module):
         if bad:
             raise FileFormatError(f"{path}: {len(bad)} teacher tensors hold NaN or inf values ({', '.join(bad[:3])})")
         try:
-            return cls(model, stored if normalize is None else normalize, batch_masked)
+            return cls(model, stored if normalize is None else normalize, batch_masked, share_front_end, sdpa)
         except FileFormatError as err:  # a transformers model of another family
             raise FileFormatError(f"{path}: {err}") from None
 
@@ -153,12 +177,40 @@ class Teacher(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> TeacherOutput:
         return self.layer_outputs(wav, lengths, mask)
 
+    def attention_maps(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Each layer's attention probabilities ``[batch, heads, frames, frames]`` through the
+        padding-exact front end; padded keys get zero weight (rows of padded queries mean nothing).
+
+        transformers returns maps only on its eager attention path, so the model runs on it for
+        this call. WavLM's attention returns head-averaged maps: there ``heads`` is 1.
+        """
+        previous = self.model.config._attn_implementation
+        maps: list[Tensor] = []
+
+        def take(module: nn.Module, args: tuple, output: tuple) -> None:
+            maps.append(output[1] if output[1].dim() == 4 else output[1][:, None])
+
+        handles = [layer.attention.register_forward_hook(take) for layer in self.model.encoder.layers]
+        self.model.set_attn_implementation("eager")
+        try:
+            with torch.no_grad():
+                x, _, pad = self._front_end(wav, lengths)
+                self._encode(x, pad)
+        finally:
+            self.model.set_attn_implementation(previous)
+            for handle in handles:
+                handle.remove()
+        return tuple(maps)
+
     def masked_and_unmasked(self, wav: Tensor, lengths: Tensor | None, mask: Tensor) -> tuple[TeacherOutput, TeacherOutput]:
-        """(masked, unmasked) outputs for masking distillation from one CNN pass; the encoder runs
-        on both in one batch of ``2 * batch`` when ``batch_masked``, else in two passes."""
+        """(masked, unmasked) outputs for masking distillation from one CNN pass (two without
+        ``share_front_end``); the encoder runs on both in one batch of ``2 * batch`` when
+        ``batch_masked``, else in two passes."""
         with torch.no_grad():
             x, frames, pad = self._front_end(wav, lengths)
             masked = self._apply_mask(x, mask)
+            if not self.share_front_end:
+                x = self._front_end(wav, lengths)[0]
             if not self.batch_masked:
                 return TeacherOutput(self._encode(masked, pad), pad, frames), TeacherOutput(self._encode(x, pad), pad, frames)
             both = self._encode(torch.cat([masked, x]), None if pad is None else pad.repeat(2, 1))

@@ -1,4 +1,4 @@
-"""Tiny random-weight transformers teachers for tests and demos."""
+"""Random-weight transformers teachers: tiny ones for tests and demos, Base-shaped ones for benchmarks."""
 
 from __future__ import annotations
 
@@ -58,7 +58,30 @@ def make_random_model(kind: str = "hubert", seed: int = 0, **config: Any) -> Pre
         return model_cls(config_cls(**fields)).eval()
 
 
+def make_base_model(kind: str = "hubert", seed: int = 0) -> PreTrainedModel:
+    """A random-weight model of transformers' default (Base) shape: 768-d, 12 layers, 512-channel
+    CNN; eval mode, no layer drop."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown teacher kind {kind!r}; expected one of {sorted(KINDS)}")
+    config_cls, model_cls = KINDS[kind]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_cls(config_cls(layerdrop=0.0)).eval()
+
+
 def make_random_teacher(out_dir: str | Path, kind: str = "hubert", normalize: bool = False, seed: int = 0, **config: Any) -> Path:
     """Save a tiny random teacher as a transformers directory loadable by ``Teacher.from_pretrained``."""
     Teacher(make_random_model(kind, seed, **config), normalize=normalize).save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def hubert_base(seed: int = 0) -> Teacher:
+    """A random-weight teacher of HuBERT Base's shape (transformers' ``HubertConfig`` defaults: 12 layers
+    of 768, 94.4M parameters), to compare speed and MACs against without downloading a checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Teacher(HubertModel(HubertConfig(layerdrop=0.0)))
+
+
+# Teachers of a published shape that ``armdistill bench`` / ``analyze-attention`` accept by name.
+RANDOM_TEACHERS = {"hubert-base": hubert_base}
