@@ -26,18 +26,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import Progress
 from torch import Tensor
 
 from armdistill.config import ConfigError
-from armdistill.errors import MissingFileError
+from armdistill.io.onnx_model import OnnxStudent, onnx_model_path
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.student import Student
 from armdistill.threads import torch_threads
 
 SAMPLE_RATE = 16000
-ONNX_NAME = "model.onnx"
 MACS_SECONDS = 10.0
 
 
@@ -115,22 +115,14 @@ def onnx_runner(name: str, path: Path, device: torch.device, threads: int | None
     fold weights, so the backbone / heads split and MACs are not known for a graph (null).
     """
     import onnx
-    import onnxruntime as ort
 
     graph = onnx.load(str(path), load_external_data=False).graph
     total = sum(math.prod(init.dims) for init in graph.initializer)
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    if not set(providers) <= set(ort.get_available_providers()):
-        raise ConfigError(f"{path}: onnxruntime has no {providers[0]} (install onnxruntime-gpu for --device cuda)")
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    model = OnnxStudent(path, threads, device.type)
 
     def run(wav: Tensor) -> None:
         x = wav.cpu().numpy()
-        session.run(None, {"wav": x, "lengths": torch.full((x.shape[0],), x.shape[1], dtype=torch.long).numpy()})
+        model(x, np.full(x.shape[0], x.shape[1]))
 
     return Runner(name, "onnx", None, {"params_total": total, "params_backbone": None, "params_heads": None}, None, run)
 
@@ -155,11 +147,8 @@ def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
 def load_runners(spec: str, settings: BenchSettings) -> list[Runner]:
     """:func:`load_model`'s sources, an ONNX file or a directory holding ``model.onnx``."""
     device = torch.device(settings.device)
-    path = Path(spec)
-    onnx_path = path / ONNX_NAME if path.is_dir() and (path / ONNX_NAME).is_file() else path
-    if onnx_path.suffix == ".onnx":
-        if not onnx_path.is_file():
-            raise MissingFileError(f"{onnx_path}: no such ONNX file")
+    onnx_path = onnx_model_path(Path(spec))
+    if onnx_path is not None:
         return [onnx_runner(spec, onnx_path, device, settings.threads)]
     model = load_model(spec, settings.seed)
     if isinstance(model, Student):

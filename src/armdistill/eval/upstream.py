@@ -21,11 +21,10 @@ from torch import Tensor, nn
 
 from armdistill.config import ConfigError
 from armdistill.config import to_dict
-from armdistill.errors import MissingFileError
 from armdistill.eval.features import BASELINES, baseline_features
 from armdistill.io.digest import weights_digest
 from armdistill.io.hub import resolve_pretrained
-from armdistill.io.onnx_model import INTERFACE_NAME, MODEL_NAME, OnnxStudent
+from armdistill.io.onnx_model import OnnxStudent, onnx_model_path
 from armdistill.models.config import PRESETS
 from armdistill.models.exported import is_export
 from armdistill.models.student import CONFIG_NAME, Student
@@ -155,17 +154,6 @@ class OnnxUpstream(Upstream):
         return torch.from_numpy(out[self.output][:, 0]).float()
 
 
-def onnx_model_path(path: Path) -> Path | None:
-    """The model an ONNX upstream spec names: a ``.onnx`` file, or an export directory's fp32 model."""
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise MissingFileError(f"{path}: no such ONNX model")
-        return path
-    if path.is_dir() and (path / INTERFACE_NAME).is_file():
-        return path / MODEL_NAME
-    return None
-
-
 class TeacherUpstream(Upstream):
     """A teacher's encoder input and every layer output (``TeacherOutput.hidden_states``)."""
 
@@ -217,9 +205,9 @@ def load_upstream(spec: str | Path, student_features: StudentFeatures = "hidden"
 
     ``mfcc`` / ``mfcc-context`` / ``fbank``: baselines; a directory written by
     ``Student.save_pretrained`` or ``armdistill export --format hf`` (or its Hub id): that
-    student; a ``.onnx`` file or a directory written by ``armdistill export --format onnx`` (its
-    ``model.onnx``): that model under onnxruntime; a student preset name (or ``preset:NAME``): a randomly initialised student seeded by
-    ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
+    student; a ``.onnx`` file or a directory holding ``model.onnx`` (``armdistill export --format
+    onnx``): that model under onnxruntime; a student preset name (or ``preset:NAME``): a randomly
+    initialised student seeded by ``seed`` (an untrained reference point); ``teacher:SRC`` or anything else:
     ``Teacher.from_pretrained(SRC)`` (a path or Hub id).
     """
     text = str(spec)

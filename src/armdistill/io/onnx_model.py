@@ -10,19 +10,35 @@ from pathlib import Path
 
 import numpy as np
 
+from armdistill.config import ConfigError
+from armdistill.errors import MissingFileError
+
 MODEL_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 INTERFACE_NAME = "onnx.json"
+
+
+def onnx_model_path(path: Path) -> Path | None:
+    """The model a command-line spec names: a ``.onnx`` file, or a directory's ``model.onnx``
+    (an export directory); None when ``path`` is neither."""
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such ONNX model")
+        return path
+    if path.is_dir() and (path / MODEL_NAME).is_file():
+        return path / MODEL_NAME
+    return None
 
 
 class OnnxStudent:
     """An exported student run by onnxruntime: ``model(wav, lengths)`` -> ``{output name: array}``.
 
     wav ``[batch, samples]`` float32, lengths ``[batch]`` valid samples; ``threads``: onnxruntime
-    intra-op threads (None: onnxruntime's default, one per core).
+    intra-op threads (None: onnxruntime's default, one per core); ``device``: ``cpu`` or ``cuda``
+    (onnxruntime-gpu's CUDA execution provider).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -30,7 +46,10 @@ class OnnxStudent:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+        if provider not in ort.get_available_providers():
+            raise ConfigError(f"{self.path}: onnxruntime has no {provider} (install onnxruntime-gpu for --device cuda)")
+        self.session = ort.InferenceSession(str(self.path), options, providers=[provider])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
 
