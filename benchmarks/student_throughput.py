@@ -9,8 +9,6 @@ step (forward + backward through the heads). Random weights: speed does not depe
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import torch
 from transformers import HubertConfig, HubertModel
 
 from armdistill.models.student import Student
+
+from _report import device_name, emit
 
 
 def _sync(device: torch.device) -> None:
@@ -83,18 +83,14 @@ def main() -> None:
     results["hubert-base/teacher"] = {"inference_audio_s_per_s": round(audio / _time(teacher_infer, device, repeats), 1)}
     print("teacher", results["hubert-base/teacher"], flush=True)
     report = {
-        "device": torch.cuda.get_device_name(0) if gpu else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_name(device),
         "torch": torch.__version__,
         "batch": batch,
         "seconds_per_utterance": seconds,
         "dtype": str(dtype),
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

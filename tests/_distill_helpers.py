@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,25 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "configs" / "tiny.yaml"
 SAMPLE_RATE = 16000
 
+STEPS = 12
+# 16 clips of 1-2 s, 2 per micro-batch -> 8 micro-batches per epoch, 2 per optimiser step: epochs end at steps 4, 8, 12
+RUN = ["data.micro_batch_seconds=4.0", "data.effective_batch_seconds=8.0", "data.num_buckets=2", "data.max_batch_size=2",
+       "trainer.deterministic=true", "optim.lr=5.0e-3"]
+# the shared uninterrupted run (the ``distill_reference`` fixture) and the runs compared with it
+REFERENCE = [*RUN, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every_steps=1", "trainer.keep_checkpoints=-1",
+             "trainer.val_every_steps=2"]
+
 # tiny-arm cut down to 32 channels / width 32: still stride 320 with the teacher's kernels
 SMALL_STUDENT = [
     "student.conv_layers=[[32,10,5],[32,3,2],[32,3,2],[32,3,2],[32,3,2],[32,2,2],[32,2,2]]",
     "student.dim=32", "student.ffn_dim=64", "student.num_heads=2", "student.pos_conv_kernel=16",
     "student.pos_conv_groups=4",
 ]
+
+
+def cli(*args: str) -> list[str]:
+    """``armdistill distill`` on the tiny recipe, as a subprocess command line."""
+    return [sys.executable, "-m", "armdistill.cli", "distill", "--config", str(TINY_RECIPE), *args]
 
 
 def write_audio(directory: Path, name: str, durations: list[float], seed: int) -> Path:

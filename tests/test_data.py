@@ -11,12 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from armdistill.cli import main
-from armdistill.data.audio import load_audio
+from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.collate import collate_audio
 from armdistill.data.dataset import AudioDataset
-from armdistill.data.librispeech import build_split_manifest, words_to_letters
+from armdistill.data.corpus import build_manifest, words_to_letters
 from armdistill.data.manifest import read_labels, read_manifest, write_manifest
 from armdistill.data.sampler import DynamicBatchSampler
+from armdistill.errors import DataError
 
 RATE = 16000
 
@@ -87,12 +88,12 @@ def test_manifest_transcript_mismatch_errors(tmp_path: Path) -> None:
     fake_librispeech(tmp_path)
     chapter = tmp_path / "dev-tiny" / "19" / "198"
     (chapter / "19-198-0001.flac").unlink()
-    with pytest.raises(FileNotFoundError, match=r"19-198\.trans\.txt:2: no audio file 19-198-0001\.flac"):
-        build_split_manifest(tmp_path / "dev-tiny", tmp_path / "out", progress=False)
+    with pytest.raises(DataError, match=r"19-198\.trans\.txt:2: no audio file 19-198-0001\.flac"):
+        build_manifest(tmp_path / "dev-tiny", tmp_path / "out", progress=False)
     (chapter / "19-198.trans.txt").write_text("19-198-0000 HELLO\n19-198-0002 HI\n")
     write_audio(chapter / "19-198-0009.flac", 800)
-    with pytest.raises(ValueError, match=r"19-198-0009\.flac: no line"):
-        build_split_manifest(tmp_path / "dev-tiny", tmp_path / "out", progress=False)
+    with pytest.raises(DataError, match=r"19-198-0009\.flac: no transcript for it in the \*\.trans\.txt files"):
+        build_manifest(tmp_path / "dev-tiny", tmp_path / "out", progress=False)
 
 
 def test_resample_22050_to_16000(tmp_path: Path) -> None:
@@ -124,10 +125,11 @@ def test_bad_manifest_lines_name_file_and_line(tmp_path: Path) -> None:
         AudioDataset(tmp_path / "bad.tsv")
     # a stale size would break the batch budget, so it is refused
     (tmp_path / "stale.tsv").write_text(f"{tmp_path}\n\na.wav\t1500\n")
-    with pytest.raises(ValueError, match=r"stale\.tsv:3: a\.wav gives 1600 samples"):
+    with pytest.raises(AudioFileError, match=r"stale\.tsv:3: .*a\.wav: the header gives 1600 samples at 16000 Hz "
+                       r"where the manifest lists 1500"):
         AudioDataset(tmp_path / "stale.tsv")[0]
     (tmp_path / "missing.tsv").write_text(f"{tmp_path}\nnone.wav\t10\n")
-    with pytest.raises(FileNotFoundError, match=r"missing\.tsv:2: .*none\.wav: audio file not found"):
+    with pytest.raises(AudioFileError, match=r"missing\.tsv:2: .*none\.wav: audio file not found"):
         AudioDataset(tmp_path / "missing.tsv")[0]
 
 

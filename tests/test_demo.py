@@ -20,6 +20,7 @@ from armdistill.demo.config import CONFIG_DIR, DEMO_FILES, load_demo_config
 from armdistill.demo.pipeline import run_demo, untrained_student
 from armdistill.demo.report import checks
 from armdistill.demo.stages import UPSTREAMS, corpus_dir, subset_manifest, synthesise
+from armdistill.distill.config import resolve_proj_dim
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 
@@ -59,7 +60,7 @@ def test_shipped_teacher_shape():
 @pytest.mark.parametrize("mode", sorted(DEMO_FILES))
 def test_shipped_demo_files_fit_the_teacher(mode: str):
     cfg = load_demo_config(CONFIG_DIR / DEMO_FILES[mode])
-    student = cfg.distill.student_config()
+    student = resolve_proj_dim(cfg.distill, 256).student_model
     assert (cfg.corpus.minutes, cfg.corpus.seed) == (30.0, 0)  # the teacher's pretraining corpus
     assert student.downsample == 320 and student.proj_dim == 256
     assert len(cfg.distill.loss.layer_map) == student.num_layers and max(cfg.distill.loss.layer_map) <= 5
@@ -78,8 +79,8 @@ def test_config_errors_name_file_and_key(tmp_path: Path):
 
 def test_untrained_student_is_seeded():
     cfg = load_demo_config(CONFIG_DIR / "demo.yaml")
-    a, b = untrained_student(cfg), untrained_student(cfg)
-    other = untrained_student(load_demo_config(CONFIG_DIR / "demo.yaml", ["distill.seed=1"]))
+    a, b = untrained_student(cfg, 256), untrained_student(cfg, 256)
+    other = untrained_student(load_demo_config(CONFIG_DIR / "demo.yaml", ["distill.seed=1"]), 256)
     key = "encoder.layers.0.attention.q_proj.weight"
     assert torch.equal(a.state_dict()[key], b.state_dict()[key])
     assert not torch.equal(a.state_dict()[key], other.state_dict()[key])
@@ -163,36 +164,82 @@ def test_ablation_variants_match_in_size():
     base = load_demo_config(CONFIG_DIR / "demo-ablation.yaml")
     sizes = {}
     for variant in ablation.VARIANTS:
-        cfg = ablation.variant_config(base, variant, seed=2)
-        assert (cfg.distill.seed, cfg.probe.settings.seed) == (2, 2)
-        sizes[variant.key] = Student(cfg.distill.student_config()).num_parameters()["params_total"]
+        cfg = ablation.variant_config(base, variant, seed=2, steps=7)
+        assert (cfg.distill.seed, cfg.probe.settings.seed, cfg.distill.trainer.max_steps) == (2, 2, 7)
+        sizes[variant.key] = Student(resolve_proj_dim(cfg.distill, 256).student_model).num_parameters()["params_total"]
     assert abs(sizes["all_attention"] - sizes["reference"]) / sizes["reference"] < 0.001
-    assert ablation.variant_config(base, ablation.VARIANTS[3], 0).distill.student["reuse_mode"] == "release"
-    assert ablation.variant_config(base, ablation.VARIANTS[2], 0).distill.loss.objective == "layer"
-    assert base.distill.loss.objective == "masking"
+    by_key = {v.key: ablation.variant_config(base, v, 0).distill for v in ablation.VARIANTS}
+    assert by_key["release_reuse"].student["reuse_mode"] == "release"
+    assert (by_key["layer_objective"].loss.objective, by_key["layer_objective"].loss.target_norm) == ("layer", "layer")
+    assert (by_key["layer_objective_raw"].loss.objective, by_key["layer_objective_raw"].loss.target_norm) == ("layer", "none")
+    assert (by_key["raw_targets"].loss.objective, by_key["raw_targets"].loss.target_norm) == ("masking", "none")
+    assert by_key["mask_prob_04"].mask.mask_prob == 0.4 and base.distill.mask.mask_prob == 0.8
+    assert (base.distill.loss.objective, base.distill.loss.target_norm) == ("masking", "layer")
+    # a variant brings the one it is compared against
+    assert [v.key for v in ablation.selected(["layer_objective_raw"])] == ["reference", "layer_objective", "layer_objective_raw"]
+    with pytest.raises(ConfigError, match="ablation.variants: unknown variant 'bogus'"):
+        ablation.selected(["bogus"])
+
+
+def test_paired_difference_finds_a_planted_difference():
+    # seeds differ a lot (0.2 apart), the variant is 0.10 +- 0.02 worse on every seed
+    baseline = {0: 0.30, 1: 0.50, 2: 0.70}
+    variant = {0: 0.40, 1: 0.62, 2: 0.78}
+    diff = ablation.paired_difference(variant, baseline)
+    assert diff["seeds"] == [0, 1, 2]
+    assert diff["per_seed"] == pytest.approx([0.10, 0.12, 0.08])
+    assert diff["mean"] == pytest.approx(0.10) and diff["sd"] == pytest.approx(0.02)
+    half = 4.302653 * 0.02 / 3**0.5  # t quantile 0.975 with 2 degrees of freedom
+    assert diff["interval"] == pytest.approx([0.10 - half, 0.10 + half], abs=1e-6)
+    assert ablation.verdict(diff) == "worse"
+    # unpaired, the seed spread (sd 0.2) would hide it; paired, a difference of zero does not hold up
+    assert ablation.verdict(ablation.paired_difference(baseline, variant)) == "better"
+    noisy = ablation.paired_difference({0: 0.40, 1: 0.45, 2: 0.78}, baseline)
+    assert noisy["interval"][0] < 0 < noisy["interval"][1] and ablation.verdict(noisy) == "no measurable difference"
+    # only common seeds pair; one seed gives no interval
+    single = ablation.paired_difference({0: 0.4, 5: 0.9}, baseline)
+    assert (single["seeds"], single["sd"], single["interval"]) == ([0], None, None)
+    assert ablation.verdict(single) == "too few seeds to say"
 
 
 def test_ablation_table():
     params = {"params_backbone": 1000, "params_heads": 10}
-    rows = [{"label": "a", "runs": [{"per": p, "params": params, "distill_seconds": 10.0} for p in (0.2, 0.3, 0.4)]}]
-    text = ablation.table(rows, 0.1, [0, 1, 2])
+
+    def runs(pers: list[float]) -> dict:
+        return {"runs": [{"seed": s, "per": p, "params": params, "distill_seconds": 10.0, "cpu_seconds": 9.0}
+                         for s, p in enumerate(pers)]}
+
+    rows = [{"key": "reference", "label": "a", "against": "reference", "schedules": {"5": runs([0.2, 0.3, 0.4]), "10": runs([0.2, 0.2, 0.3])}},
+            {"key": "b", "label": "b", "against": "reference", "schedules": {"5": runs([0.3, 0.4, 0.5]), "10": runs([0.2, 0.3, 0.2])}}]
+    ablation.summarise(rows, [5, 10])
+    text = ablation.table(rows, 0.1, [0, 1, 2], [5, 10])
     sd = statistics.stdev([0.2, 0.3, 0.4])
-    assert f"| a | 1,000 + 10 | 0.300 +- {sd:.3f} | 0.200, 0.300, 0.400 | 10 |" in text
-    assert "| teacher (same probe, reference) | - | 0.100 |" in text
+    assert f"| a | 1,000 + 10 | 0.300 +- {sd:.3f} | 0.200, 0.300, 0.400 | - | - | - | 10 (9) |" in text
+    assert rows[1]["schedules"]["5"]["difference"]["per_seed"] == pytest.approx([0.1, 0.1, 0.1])
+    assert "| b | 1,000 + 10 | 0.400 +- 0.100 | 0.300, 0.400, 0.500 | +0.100 +- 0.000 vs reference | [+0.100, +0.100] | worse |" in text
+    assert rows[0]["longer_minus_first"]["10"]["per_seed"] == pytest.approx([0.0, -0.1, -0.1])
+    assert "- reference: PER at 10 minus at 5 steps: -0.067 +- 0.058" in text
+    assert text.count("| teacher (same probe) | - | 0.100 |") == 2
 
 
-def test_ablation_runs_and_resumes(demo_run: tuple[Path, dict], cache: Path, tmp_path: Path, monkeypatch):
-    variants = (ablation.VARIANTS[0], ablation.VARIANTS[3])
-    monkeypatch.setattr(ablation, "VARIANTS", variants)
-    base = load_demo_config(CONFIG_DIR / "demo-ablation.yaml", tiny_overrides(cache) + ["distill.trainer.max_steps=2"])
+def test_ablation_runs_in_parallel_and_resumes(demo_run: tuple[Path, dict], cache: Path, tmp_path: Path):
+    base = load_demo_config(CONFIG_DIR / "demo-ablation.yaml", tiny_overrides(cache) + [
+        "ablation.steps=[1,2]", "ablation.jobs=2", "ablation.variants=[release_reuse]"])
     ablation.run_ablation(base, tmp_path, [0])
     summary = json.loads((tmp_path / "ablation.json").read_text())
-    for row, variant in zip(summary["variants"], variants):
-        metrics = json.loads((tmp_path / variant.key / "seed0" / "probe" / "metrics.json").read_text())
-        assert row["runs"][0]["per"] == metrics["test"]
-    config = json.loads((tmp_path / "release_reuse" / "seed0" / "distill" / "student" / "config.json").read_text())
+    assert [row["key"] for row in summary["variants"]] == ["reference", "release_reuse"] and summary["steps"] == [1, 2]
+    for row in summary["variants"]:
+        for steps in (1, 2):
+            run_dir = tmp_path / row["key"] / f"steps{steps}" / "seed0"
+            metrics = json.loads((run_dir / "probe" / "metrics.json").read_text())
+            assert row["schedules"][str(steps)]["runs"][0]["per"] == metrics["test"]
+            assert json.loads((run_dir / "distill" / "student" / "distill.json").read_text())["global_step"] == steps
+    release = summary["variants"][1]["schedules"]["2"]
+    reference = summary["variants"][0]["schedules"]["2"]
+    assert release["difference"]["per_seed"] == [release["runs"][0]["per"] - reference["runs"][0]["per"]]
+    config = json.loads((tmp_path / "release_reuse" / "steps1" / "seed0" / "distill" / "student" / "config.json").read_text())
     assert config["reuse_mode"] == "release"
-    result = tmp_path / "reference" / "seed0" / "result.json"
-    stamp = result.stat().st_mtime_ns
+    done = [tmp_path / "reference" / "steps2" / "seed0" / "result.json", tmp_path / "teacher" / "metrics.json"]
+    stamps = [path.stat().st_mtime_ns for path in done]
     ablation.run_ablation(base, tmp_path, [0])
-    assert result.stat().st_mtime_ns == stamp
+    assert [path.stat().st_mtime_ns for path in done] == stamps

@@ -11,7 +11,7 @@ import yaml
 
 from armdistill.cli import main
 from armdistill.config import ConfigError
-from armdistill.distill.config import DistillConfig, load_config, plan, resolved_dict
+from armdistill.distill.config import DistillConfig, load_config, plan, resolve_proj_dim, resolved_dict
 from armdistill.distill.module import DistillModule, lr_factor
 from armdistill.distill.train import check_compatible
 from armdistill.models.student import Student
@@ -65,7 +65,7 @@ def test_layer_distill_recipe_is_armhubert_without_masking() -> None:
 def test_distilhubert_recipe_holds_the_published_setup() -> None:
     cfg = load_config(CONFIGS / "distilhubert-960h.yaml")
     assert cfg.student == {"preset": "distilhubert", "init_from_teacher": True}
-    student = cfg.student_config()
+    student = resolve_proj_dim(cfg, 768).student_model
     assert (student.num_layers, student.dim, student.ffn_dim, student.head_layers) == (2, 768, 3072, [1, 1, 1])
     assert (cfg.loss.objective, cfg.loss.layer_map, cfg.loss.cos_weight) == ("distilhubert", [3, 7, 11], 1.0)
     assert cfg.trainer.max_steps == 200_000 and cfg.optim.lr == 2e-4 and cfg.optim.schedule == "linear"
@@ -86,8 +86,11 @@ def test_print_config_shows_the_objective(capsys: pytest.CaptureFixture[str]) ->
         "head_targets": [[1, 3], [1, 7], [1, 11]], "init_from_teacher": True,
     }
     assert main(["distill", "--config", str(CONFIGS / "tiny.yaml"), "--print-config"]) == 0
-    objective = yaml.safe_load(capsys.readouterr().out)["resolved"]["objective"]
+    printed = yaml.safe_load(capsys.readouterr().out)
+    objective = printed["resolved"]["objective"]
     assert objective["name"] == "masking" and objective["teacher_passes"] == ["masked", "unmasked"]
+    # loading nothing, the heads' width is still the teacher's, to be read when it loads
+    assert printed["student"]["proj_dim"] == printed["resolved"]["student"]["proj_dim"] == "auto"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,7 @@ def test_unknown_and_invalid_keys_name_the_key() -> None:
 
 def test_student_section_overrides_the_preset() -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", ["student.reuse_mode=release", "student.dropout=0.0"])
-    student = cfg.student_config()
+    student = resolve_proj_dim(cfg, 32).student_model
     assert (student.num_layers, student.proj_dim, student.reuse_pattern) == (2, 32, [True, False])
     assert (student.reuse_mode, student.dropout, student.dim) == ("release", 0.0, 128)
 
@@ -153,7 +156,7 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 
 def test_optimiser_groups_and_scheduler() -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", ["trainer.max_steps=100", "optim.warmup_steps=20", "optim.lr=1.0e-3"])
-    student = Student(cfg.student_config())
+    student = Student(resolve_proj_dim(cfg, 32).student_model)
     teacher = Teacher(make_random_model(hidden_size=32))
     module = DistillModule(student, teacher, cfg, plan(cfg), "fp")
     setup = module.configure_optimizers()
@@ -176,22 +179,22 @@ def test_optimiser_groups_and_scheduler() -> None:
 def test_frame_rate_and_width_are_checked() -> None:
     cfg = load_config(CONFIGS / "tiny.yaml")
     teacher = Teacher(make_random_model(hidden_size=32))
-    check_compatible(Student(cfg.student_config()), teacher, cfg)
+    check_compatible(Student(resolve_proj_dim(cfg, 32).student_model), teacher, cfg)
     slower = DistillConfig(student={"preset": "tiny-arm", "num_layers": 2, "reuse_pattern": [True, False], "proj_dim": 32,
                                     "conv_layers": [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2]]})
     with pytest.raises(ConfigError, match="frame rate 100 Hz"):
-        check_compatible(Student(slower.student_config()), teacher, slower)
+        check_compatible(Student(resolve_proj_dim(slower, 32).student_model), teacher, slower)
     wide = load_config(CONFIGS / "tiny.yaml", ["student.proj_dim=64"])
     with pytest.raises(ConfigError, match="student.proj_dim: 64 must equal the teacher's width 32"):
-        check_compatible(Student(wide.student_config()), teacher, wide)
+        check_compatible(Student(resolve_proj_dim(wide, 32).student_model), teacher, wide)
     deep = load_config(CONFIGS / "tiny.yaml", ["student.num_layers=4", "student.reuse_pattern=[true,false,true,false]"])
     with pytest.raises(ConfigError, match="loss.layer_map"):
-        check_compatible(Student(deep.student_config()), teacher, deep)
+        check_compatible(Student(resolve_proj_dim(deep, 32).student_model), teacher, deep)
     # heads, not layers, need teacher layers: four layers with two heads fit a two-layer teacher
     headed = load_config(CONFIGS / "tiny.yaml", ["student.num_layers=4", "student.reuse_pattern=[true,false,true,false]",
                                                  "student.head_inputs=[1,3]"])
-    check_compatible(Student(headed.student_config()), teacher, headed)
+    check_compatible(Student(resolve_proj_dim(headed, 32).student_model), teacher, headed)
     beyond = load_config(CONFIGS / "tiny.yaml", ["loss.layer_map=[0,2]"])
     with pytest.raises(ConfigError, match=r"loss.layer_map: \[0, 2\] must give one of the teacher's 2 layers"):
-        check_compatible(Student(beyond.student_config()), teacher, beyond)
+        check_compatible(Student(resolve_proj_dim(beyond, 32).student_model), teacher, beyond)
     torch.testing.assert_close(teacher.frame_lengths(torch.tensor([16000])), torch.tensor([49]))

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from _distill_helpers import REPO, TINY_RECIPE, logged, make_workdir, overrides
 from armdistill.cli import main
 from armdistill.config import ConfigError
-from armdistill.distill.config import DistillConfig, LossSection, load_config, plan
+from armdistill.distill.config import DistillConfig, LossSection, load_config, plan, resolve_proj_dim
 from armdistill.distill.losses import layer_distillation_loss
 from armdistill.distill.module import DistillModule
 from armdistill.distill.train import initialise_from_teacher, run_distillation
 from armdistill.models.student import Student
-from armdistill.teachers import Teacher
+from armdistill.teachers import Teacher, make_random_teacher
 
 # 16 clips of 1-2 s, 2 per micro-batch, 2 micro-batches per optimiser step
 RUN = ["data.micro_batch_seconds=4.0", "data.effective_batch_seconds=8.0", "data.num_buckets=2", "data.max_batch_size=2",
@@ -52,7 +53,7 @@ def padded_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_layer_objective_equals_layer_distillation_loss(work: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_config(TINY_RECIPE, overrides(work, tmp_path, "loss.objective=layer"))
-    student = Student(cfg.student_config()).eval()
+    student = Student(resolve_proj_dim(cfg, 32).student_model).eval()
     teacher = Teacher.from_pretrained(work["teacher"])
     module = DistillModule(student, teacher, cfg, plan(cfg), "fp")
     wav, lengths = padded_batch(0)
@@ -80,7 +81,7 @@ def test_unmasked_objectives_leave_the_mask_embedding_out_and_train_under_ddp(wo
     teacher = Teacher.from_pretrained(work["teacher"])
     for objective, trained in (("layer", False), ("distilhubert", False), ("masking", True)):
         cfg = load_config(TINY_RECIPE, overrides(work, tmp_path, f"loss.objective={objective}"))
-        student = Student(cfg.student_config())
+        student = Student(resolve_proj_dim(cfg, 32).student_model)
         assert (id(student.mask_embedding) in optimised(DistillModule(student, teacher, cfg, plan(cfg), "fp"))) == trained
     # DDP refuses parameters that get no gradient (find_unused_parameters is off), as the mask embedding would
     steps = [*RUN, "loss.objective=layer", "trainer.max_steps=2", "data.valid=null", "trainer.devices=2",
@@ -137,7 +138,7 @@ def test_distilhubert_initialises_from_teacher_and_learns(work: dict[str, Path],
     cfg = load_config(TINY_RECIPE, overrides(work, tmp_path, *RUN, *DISTILHUBERT, "trainer.max_steps=8",
                                              "trainer.val_every_steps=8"))
     teacher = Teacher.from_pretrained(work["teacher"])
-    student = Student(cfg.student_config())
+    student = Student(resolve_proj_dim(cfg, 32).student_model)
     copied = initialise_from_teacher(student, teacher)
     teacher_state, own = teacher.model.state_dict(), student.state_dict()
     assert "encoder.layers.0.attention.q_proj.weight" in copied and "feature_extractor.conv_layers.6.conv.weight" in copied
@@ -157,13 +158,15 @@ def test_distilhubert_initialises_from_teacher_and_learns(work: dict[str, Path],
     assert info["teacher_init"] == {"count": len(copied), "tensors": copied}
     best = json.loads((tmp_path / "student-best" / "distill.json").read_text())
     assert best["teacher_init"] == info["teacher_init"]
+    # one builder: the best student's record has every section of the last one's, "resolved" included
+    assert set(best) == set(info) | {"checkpoint"} and best["config"] == info["config"]
     assert info["config"]["resolved"]["objective"]["head_targets"] == [[0, 0], [0, 1]]
 
 
 def test_initialising_a_student_unlike_the_teacher_is_an_error(work: dict[str, Path]) -> None:
     cfg = load_config(TINY_RECIPE)  # tiny-arm: 128 wide with 64/128-channel convs, nothing in the teacher's shapes
     with pytest.raises(ConfigError, match="student.init_from_teacher: no teacher tensor matches"):
-        initialise_from_teacher(Student(cfg.student_config()), Teacher.from_pretrained(work["teacher"]))
+        initialise_from_teacher(Student(resolve_proj_dim(cfg, 32).student_model), Teacher.from_pretrained(work["teacher"]))
 
 
 def test_objective_keys_are_checked_and_named(capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,3 +184,16 @@ def test_objective_keys_are_checked_and_named(capsys: pytest.CaptureFixture[str]
         load_config(TINY_RECIPE, ["loss.objective=distilhubert", "loss.release_compat=true"])
     with pytest.raises(ConfigError, match="loss.cos_weight"):
         load_config(TINY_RECIPE, ["loss.cos_weight=-1.0"])
+
+
+def test_the_tiny_recipe_takes_a_teacher_of_another_width(work: dict[str, Path], tmp_path: Path) -> None:
+    # proj_dim: auto: the 64-wide teacher gives the heads their width, recorded where the run is described
+    wide = make_random_teacher(tmp_path / "wide-teacher", seed=4, hidden_size=64, intermediate_size=128)
+    out = tmp_path / "run"
+    cfg = load_config(TINY_RECIPE, overrides(work, out, f"teacher.path={wide}", "trainer.max_steps=1", "data.valid=null"))
+    assert cfg.proj_dim_auto
+    run_distillation(cfg)
+    info = json.loads((out / "student" / "distill.json").read_text())
+    assert info["config"]["student"]["proj_dim"] == info["config"]["resolved"]["student"]["proj_dim"] == 64
+    assert yaml.safe_load((out / "config.yaml").read_text())["student"]["proj_dim"] == 64
+    assert Student.from_pretrained(out / "student").config.proj_dim == 64

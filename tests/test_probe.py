@@ -207,7 +207,7 @@ def test_cache_hits_on_second_run_and_misses_when_audio_changes(tmp_path: Path) 
     torch.testing.assert_close(second.features[:, start : start + length].float(),
                                BaselineUpstream("mfcc").extract(wav3), atol=5e-3, rtol=2e-3)
     wav_path = tmp_path / "c" / "wav" / "train-0.wav"
-    sf.write(wav_path, np.zeros(4000, dtype=np.float32) + 0.1, 16000)
+    sf.write(wav_path, np.zeros(sf.info(wav_path).frames, dtype=np.float32) + 0.1, 16000)  # same length, new audio
     _, hit3 = load_or_extract(up, manifest, tmp_path / "cache")
     assert (hit3, up.calls) == (False, 12)
     _, hit4 = load_or_extract(BaselineUpstream("fbank"), manifest, tmp_path / "cache")

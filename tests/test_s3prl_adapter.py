@@ -5,6 +5,7 @@ and ``armdistill superb`` building the runner's argv and registering the upstrea
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from armdistill.cli import main
+from armdistill.errors import UserError
 from armdistill.eval.s3prl_upstream import S3PRLUpstream, load_s3prl_upstream, register_upstream, upstream_factory
 from armdistill.eval.superb import RECORD_NAME, run_superb, runner_argv
 from armdistill.eval.upstream import StudentUpstream
@@ -59,8 +61,13 @@ featurizer = Featurizer(upstream)
 wavs = [torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in (16000, 9000)]
 with torch.no_grad():
     feats = featurizer(wavs, upstream(wavs))
+# s3prl's checkpoints pickle the runner's arguments; it reloads them with torch.load's defaults.
+ckpt = os.path.join(args.p, "states-1.ckpt")
+torch.save({"Args": args, "Step": 1}, ckpt)
+reloaded = torch.load(ckpt, map_location="cpu")
 json.dump({"argv": sys.argv, "cwd": os.getcwd(), "frames": [len(f) for f in feats],
-           "dim": featurizer.output_dim, "layers": featurizer.layer_num, "rate": featurizer.downsample_rate},
+           "dim": featurizer.output_dim, "layers": featurizer.layer_num, "rate": featurizer.downsample_rate,
+           "reloaded_mode": reloaded["Args"].m},
           open(os.path.join(args.p, "fake_runner.json"), "w"))
 '''
 
@@ -209,6 +216,23 @@ def test_superb_command_runs_fake_runner_with_registered_upstream(
     record = json.loads((tmp_path / "exp" / "asr" / RECORD_NAME).read_text())
     assert record["features"] == "projections" and record["task"] == "asr"
     assert record["fingerprint"] == StudentUpstream(student, "projections").fingerprint()
+    # The runner reloaded its own checkpoint; outside the runner the restriction is back.
+    assert result["reloaded_mode"] == "train"
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "exp" / "asr" / "states-1.ckpt")
+
+
+def test_s3prl_root_must_be_the_imported_package(fake_s3prl: Path, tiny_student_dir: Path, tmp_path: Path):
+    args = ["-m", "train", "-p", str(tmp_path / "e")]
+    assert run_superb("asr", tiny_student_dir, args, root=fake_s3prl, dry_run=True)[1:3] == ["-u", "armdistill"]
+    other = tmp_path / "other_checkout" / "s3prl"
+    (other / "downstream" / "asr").mkdir(parents=True)
+    (other / "run_downstream.py").write_text("")
+    (other / "downstream" / "asr" / "config.yaml").write_text("runner: {}\n")
+    with pytest.raises(UserError, match="not the s3prl package this environment imports"):
+        run_superb("asr", tiny_student_dir, args, root=other, dry_run=True)
+    with pytest.raises(FileNotFoundError, match="no run_downstream.py"):
+        run_superb("asr", tiny_student_dir, args, root=tmp_path, dry_run=True)
 
 
 def test_superb_reports_missing_config_and_missing_s3prl(

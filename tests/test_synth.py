@@ -248,3 +248,58 @@ def test_missing_espeak_gives_install_hint(monkeypatch, tmp_path):
     with pytest.raises(EspeakUnavailableError):
         generate(tmp_path / "none", minutes=0.1)
     assert not (tmp_path / "none").exists()
+
+
+def test_wide_table_uses_every_variant_with_wide_prosody_and_fixed_unseen_test_voices():
+    from armdistill.synth.espeak import available_variants
+    from armdistill.synth.speakers import VARIANTS, WIDE_SPEAKERS, WIDE_TEST_VARIANTS
+
+    assert {s.variant for s in WIDE_SPEAKERS} == available_variants()
+    assert min(s.rate for s in WIDE_SPEAKERS) < 125 and max(s.rate for s in WIDE_SPEAKERS) > 225
+    assert min(s.pitch for s in WIDE_SPEAKERS) < 15 and max(s.pitch for s in WIDE_SPEAKERS) > 85
+    assert not set(WIDE_TEST_VARIANTS) & set(VARIANTS)  # unseen by a teacher of the demo table too
+    for seed in (0, 1):
+        groups = split_speakers(seed, "wide")
+        assert {s.variant for s in groups["test"]} == set(WIDE_TEST_VARIANTS)
+        assert len(groups["seen"]) + len(groups["test"]) == len(WIDE_SPEAKERS)
+        assert not set(WIDE_TEST_VARIANTS) & {s.variant for s in groups["seen"] + groups["ks_valid"]}
+    assert split_speakers(0, "wide")["seen"] != split_speakers(1, "wide")["seen"]
+
+
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("wide")
+    generate(root / "clean", minutes=0.4, seed=2, workers=2, speakers="wide")
+    generate(root / "aug", minutes=0.4, seed=2, workers=2, speakers="wide", augment=True)
+    return root / "clean", root / "aug"
+
+
+def test_augmented_corpus_keeps_sentences_and_rescales_alignments(wide_pair):
+    clean, aug = wide_pair
+    meta = json.loads((aug / "meta.json").read_text())
+    assert meta["args"]["speakers"] == "wide" and meta["args"]["augment"]["prob"] == 1.0
+    lengths = {"clean": [], "aug": []}
+    for split in ("train", "test"):
+        for ext in ("wrd", "phn", "spk"):
+            assert (aug / f"{split}.{ext}").read_text() == (clean / f"{split}.{ext}").read_text(), (split, ext)
+        clean_m, aug_m = read_manifest(clean / f"{split}.tsv"), read_manifest(aug / f"{split}.tsv")
+        lengths["clean"] += clean_m.num_samples
+        lengths["aug"] += aug_m.num_samples
+        for ali, n in zip(_alignments(aug, split), aug_m.num_samples):
+            assert abs(ali["duration"] - n / 16000) < TOL and ali["phones"][-1]["end"] == ali["duration"]
+            assert all(a["end"] == b["start"] for a, b in zip(ali["phones"], ali["phones"][1:]))
+        first_clean = sf.read(str(clean_m.audio_path(0)))[0]
+        first_aug = sf.read(str(aug_m.audio_path(0)))[0]
+        assert len(first_clean) != len(first_aug) or not np.allclose(first_clean, first_aug, atol=1e-3)
+    assert lengths["clean"] != lengths["aug"]  # speed perturbation changed some lengths
+
+
+def test_augmentation_seeds_are_part_of_the_plan():
+    from armdistill.synth.corpus import plan_speech
+
+    a, b = plan_speech(0.5, 4, "wide", augment=True), plan_speech(0.5, 4, "wide", augment=True)
+    plain = plan_speech(0.5, 4, "wide")
+    assert a == b
+    seeds = [spec.augment_seed for specs in a.values() for spec in specs]
+    assert None not in seeds and len(set(seeds)) == len(seeds)
+    assert [[(s.speaker, s.words) for s in v] for v in a.values()] == [[(s.speaker, s.words) for s in v] for v in plain.values()]

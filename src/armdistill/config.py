@@ -7,6 +7,7 @@ is loaded. Values are converted by their annotated type only; nothing is ever ev
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -21,6 +22,10 @@ T = TypeVar("T")
 
 # YAML 1.1 (PyYAML) reads "5e-3" as a string; numbers in that form are still numbers here.
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_INT64 = 2**63
+# A YAML file whose aliases expand to more values than this is refused (a "billion laughs" file
+# would otherwise take all memory when expanded).
+MAX_YAML_VALUES = 100_000
 
 
 class ConfigError(UserError, ValueError):
@@ -79,13 +84,20 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if not -_INT64 <= value < _INT64:
+            raise ConfigError(f"{key}: expected a 64-bit integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip())
+        if not text and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -99,7 +111,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
         raise ConfigError(
             f"unknown config key {_join(prefix, unknown[0])!r}; valid keys here: {sorted(fields)}"
@@ -131,14 +143,51 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _check_tree(data: Any, where: str) -> None:
+    """Refuse YAML whose aliases make a value contain itself or expand past :data:`MAX_YAML_VALUES`."""
+    count = 0
+    stack: list[tuple[Any, frozenset[int]]] = [(data, frozenset())]
+    while stack:
+        node, ancestors = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: expands to more than {MAX_YAML_VALUES} values (YAML aliases of aliases?)")
+        if isinstance(node, (dict, list)):
+            if id(node) in ancestors:
+                raise ConfigError(f"{where}: a YAML alias makes a value contain itself (recursive alias)")
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            stack.extend((child, ancestors | {id(node)}) for child in children)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(err).split())}") from None
+    except (ValueError, OverflowError) as err:  # raised by PyYAML's constructors, e.g. for a date like 2001-02-30
+        raise ConfigError(f"{where}: a value YAML cannot represent: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+    _check_tree(data, where)
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; every fault of the file is a ConfigError naming it."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML file") from None
+    data = _parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -151,7 +200,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        value = _parse_yaml(raw, f"override {item!r}") if raw else ""
         node = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):

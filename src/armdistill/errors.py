@@ -11,6 +11,10 @@ class UserError(Exception):
     """Base of every error caused by the user's input (config, files, data, refusals)."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory the user named does not exist."""
+
+
 class FileFormatError(UserError, ValueError):
     """A file exists but is not what was expected (corrupt, wrong kind, wrong shapes)."""
 
@@ -21,3 +25,7 @@ class DataError(UserError, ValueError):
 
 class RefusedError(UserError):
     """A file was refused because loading it could run code; nothing from it was executed."""
+
+
+class NonFiniteError(UserError):
+    """Training or saving met NaN / infinite numbers it cannot step over (diverged run, bad weights)."""

@@ -21,6 +21,21 @@ def conv_output_lengths(lengths: Tensor, kernels_strides: Sequence[tuple[int, in
     return out.clamp(min=0)
 
 
+def receptive_field(kernels_strides: Sequence[tuple[int, int]]) -> int:
+    """Fewest samples that give one frame (``conv_output_lengths`` is 0 below it)."""
+    field, jump = 1, 1
+    for kernel, stride in kernels_strides:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+# (kernel, stride) of wav2vec 2.0 / HuBERT Base's CNN: stride 320, 50 Hz at 16 kHz.
+WAV2VEC2_KERNELS_STRIDES: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
+# The shortest usable audio file: one frame of that CNN, which every student preset matches (400 samples).
+MIN_SAMPLES = receptive_field(WAV2VEC2_KERNELS_STRIDES)
+
+
 def valid_mask(lengths: Tensor, max_len: int) -> Tensor:
     """``[batch, max_len]`` bool mask, True at the first ``lengths[b]`` positions of row ``b``."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

@@ -16,20 +16,19 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
+from armdistill.data.manifest import ALIGNED_LABELS, label_path, read_labels, read_manifest, write_subset
 from armdistill.data.phones import ARPABET
+from armdistill.errors import DataError, MissingFileError
 
 Lexicon = dict[str, tuple[str, ...]]
 
-# Label files that hold one line per utterance and so must shrink with the manifest.
-ALIGNED_LABELS: tuple[str, ...] = ("wrd", "ltr", "spk", "lbl")
 _ALTERNATE = re.compile(r"^(.+)\(\d+\)$")
 _STRESS = str.maketrans("", "", "012")
 _PHONES = frozenset(ARPABET)
 _SHOWN = 20
 
 
-class MissingWordsError(ValueError):
+class MissingWordsError(DataError):
     """Words of a transcript that the lexicon lacks; ``words`` maps each to its count."""
 
     def __init__(self, message: str, words: Counter[str]):
@@ -41,24 +40,28 @@ def read_lexicon(path: str | Path) -> Lexicon:
     """``WORD PH1 PH2 ...`` lines -> upper-case word -> 39-set phones (first pronunciation wins)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: lexicon not found")
+        raise MissingFileError(f"{path}: lexicon not found")
     lexicon: Lexicon = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip() or line.startswith(";;;"):
             continue
         word, *phones = line.split()
         if not phones:
-            raise ValueError(f"{path}:{lineno}: expected 'WORD PH1 PH2 ...', got {line!r}")
+            raise DataError(f"{path}:{lineno}: expected 'WORD PH1 PH2 ...', got {line!r}")
         if _ALTERNATE.match(word):
             continue
         stripped = tuple(p.upper().translate(_STRESS) for p in phones)
         unknown = sorted({p for p in stripped if p not in _PHONES})
         if unknown:
-            raise ValueError(f"{path}:{lineno}: {word}: phone(s) {', '.join(unknown)} are not in the 39-phone "
+            raise DataError(f"{path}:{lineno}: {word}: phone(s) {', '.join(unknown)} are not in the 39-phone "
                              f"ARPAbet set (after removing stress digits)")
         lexicon.setdefault(word.upper(), stripped)
     if not lexicon:
-        raise ValueError(f"{path}: no pronunciations found")
+        raise DataError(f"{path}: no pronunciations found")
     return lexicon
 
 
@@ -103,7 +106,7 @@ def phonemize_manifest(
 
     Without ``skip_missing`` any word missing from the lexicon raises :class:`MissingWordsError`
     naming the words. With it, utterances holding such words are dropped: the manifest and its
-    line-aligned label files (``ALIGNED_LABELS``) are written, filtered, to ``out_dir``, which must
+    line-aligned label files (``ALIGNED_LABELS`` but ``.phn``) are written, filtered, to ``out_dir``, which must
     then differ from the manifest's own directory so the originals are kept.
     """
     manifest = Path(manifest)
@@ -117,19 +120,15 @@ def phonemize_manifest(
     keep = [i for i, line in enumerate(words) if not any(w not in lexicon for w in line.upper().split())]
     dropped = len(words) - len(keep)
     if dropped and out.resolve() == manifest.parent.resolve():
-        raise ValueError(f"{manifest}: {dropped} utterance(s) would be dropped, which rewrites the manifest; "
+        raise DataError(f"{manifest}: {dropped} utterance(s) would be dropped, which rewrites the manifest; "
                          "give an output directory other than the manifest's own")
     for i in keep:
         if not words[i].split():
-            raise ValueError(f"{label_path(manifest, 'wrd')}:{i + 1}: empty transcript (no phones to write)")
+            raise DataError(f"{label_path(manifest, 'wrd')}:{i + 1}: empty transcript (no phones to write)")
     out.mkdir(parents=True, exist_ok=True)
     target = out / manifest.name
     if dropped or target.resolve() != manifest.resolve():
-        write_manifest(target, entries.root, [(entries.paths[i], entries.num_samples[i]) for i in keep])
-        for ext in ALIGNED_LABELS:
-            if label_path(manifest, ext).is_file():
-                lines = read_labels(manifest, ext, expected=len(entries))
-                label_path(target, ext).write_text("".join(lines[i] + "\n" for i in keep))
+        write_subset(manifest, keep, target, labels=[ext for ext in ALIGNED_LABELS if ext != "phn"])
     phones = label_path(target, "phn")
     phones.write_text("".join(" ".join(to_phones(words[i], lexicon)) + "\n" for i in keep))
     return PhonemizeSummary(manifest=target, phones=phones, utterances=len(keep), skipped=dropped, missing=missing)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from armdistill.errors import DataError
+
 def padding_fraction(batches: Sequence[Sequence[int]], sizes: Sequence[int]) -> float:
     """Share of padded samples when every batch is padded to its longest item."""
     padded = sum(len(batch) * max(sizes[i] for i in batch) for batch in batches)
@@ -56,18 +58,18 @@ class DynamicBatchSampler(Sampler[list[int]]):
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"DynamicBatchSampler: max_batch_size must be >= 1, got {max_batch_size}")
         if len(sizes) < world_size:
-            raise ValueError(f"DynamicBatchSampler: {len(sizes)} items cannot give each of {world_size} ranks a batch")
+            raise DataError(f"DynamicBatchSampler: {len(sizes)} items cannot give each of {world_size} ranks a batch")
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.max_samples = int(max_seconds * sample_rate)
         too_long = np.flatnonzero(self.sizes > self.max_samples)
         if too_long.size:
             first = int(too_long[0])
-            raise ValueError(
+            raise DataError(
                 f"DynamicBatchSampler: {too_long.size} items exceed max_seconds={max_seconds} on their own "
                 f"(first: index {first}, {self.sizes[first] / sample_rate:.2f} s); filter or crop them"
             )
         if (self.sizes <= 0).any():
-            raise ValueError(f"DynamicBatchSampler: item {int(np.argmin(self.sizes))} has no samples")
+            raise DataError(f"DynamicBatchSampler: item {int(np.argmin(self.sizes))} has no samples")
         self.sample_rate = sample_rate
         self.num_buckets = num_buckets
         self.shuffle = shuffle

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="shorter training and probes (configs/demo-quick.yaml)")
     mode.add_argument("--ablation", action="store_true",
-                      help="ARM vs all-attention, masking vs layer-to-layer, paper vs release reuse; seeds each "
-                      "(configs/demo-ablation.yaml)")
+                      help="variants of the recipe (all-attention student, layer-to-layer objective, release reuse, "
+                      "raw targets, mask prob 0.4) at N and 2N steps, paired by seed (configs/demo-ablation.yaml; "
+                      "ablation.jobs=K runs K at once)")
     parser.add_argument("--out", default=None, help="output directory (default demo_out/, or demo_ablation/)")
     parser.add_argument("--config", default=None, help="demo file (default configs/demo.yaml or its --quick/--ablation twin)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--ablation: recipe seeds per variant")

@@ -52,6 +52,24 @@ class ProbeSection:
 
 
 @dataclass
+class AblationSection:
+    """``armdistill demo --ablation`` (demo/ablation.py): every variant at each schedule of ``steps``
+    (N and 2N distillation steps: whether the reference still moves), ``jobs`` runs at once in
+    separate processes of ``threads`` torch threads each; ``variants``: keys to run (null: all; the
+    variants they are compared against are always run too)."""
+
+    steps: list[int] = field(default_factory=lambda: [100, 200])
+    jobs: int = 1
+    variants: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(s < 1 for s in self.steps) or len(set(self.steps)) != len(self.steps):
+            raise ConfigError(f"steps: expected distinct step counts >= 1, got {self.steps}")
+        if self.jobs < 1:
+            raise ConfigError(f"jobs: must be at least 1, got {self.jobs}")
+
+
+@dataclass
 class DemoConfig:
     """A whole demo run.
 
@@ -74,6 +92,7 @@ class DemoConfig:
     corpus: CorpusSection = field(default_factory=CorpusSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    ablation: AblationSection = field(default_factory=AblationSection)
 
     def __post_init__(self) -> None:
         if self.teacher_margin < 0:

@@ -22,25 +22,28 @@ from armdistill.demo.config import DemoConfig
 from armdistill.demo.stages import (
     UPSTREAMS, Timer, distill, probe, probe_manifests, probe_settings, synthesise, teacher_source,
 )
+from armdistill.distill.config import resolve_proj_dim
 from armdistill.eval.upstream import BaselineUpstream, StudentUpstream, TeacherUpstream, Upstream
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 from armdistill.threads import torch_threads
 
 
-def untrained_student(cfg: DemoConfig) -> Student:
-    """The distilled student's configuration, randomly initialised from the recipe's seed."""
+def untrained_student(cfg: DemoConfig, teacher_dim: int) -> Student:
+    """The distilled student's configuration (heads as wide as the teacher), randomly initialised
+    from the recipe's seed."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.distill.seed)
-        return Student(cfg.distill.student_config())
+        return Student(resolve_proj_dim(cfg.distill, teacher_dim).student_model)
 
 
 def upstreams(cfg: DemoConfig, student_dir: Path) -> dict[str, Upstream]:
     features = cfg.probe.settings.student_features
+    teacher = Teacher.from_pretrained(teacher_source(cfg))
     return {
-        "teacher": TeacherUpstream(Teacher.from_pretrained(teacher_source(cfg)), name="teacher"),
+        "teacher": TeacherUpstream(teacher, name="teacher"),
         "student": StudentUpstream(Student.from_pretrained(student_dir), features, name="student"),
-        "student_untrained": StudentUpstream(untrained_student(cfg), features, name="student (untrained)"),
+        "student_untrained": StudentUpstream(untrained_student(cfg, teacher.dim), features, name="student (untrained)"),
         "mfcc": BaselineUpstream("mfcc"),
         "mfcc_context": BaselineUpstream("mfcc-context"),
     }
@@ -74,7 +77,7 @@ def _run_stages(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     with timer.stage("synthesise", f"synthetic corpus ({cfg.corpus.minutes:g} min, seed {cfg.corpus.seed})"):
         corpus = synthesise(cfg)
     manifests = probe_manifests(cfg, corpus, out)
-    with timer.stage("distill", f"masking distillation ({cfg.distill.trainer.max_steps} steps)"):
+    with timer.stage("distill", f"{cfg.distill.loss.objective} distillation ({cfg.distill.trainer.max_steps} steps)"):
         student_dir = distill(cfg, corpus, out)
     with timer.stage("probe", "phone-recognition probes: " + ", ".join(UPSTREAMS)):
         models = upstreams(cfg, student_dir)

@@ -49,7 +49,7 @@ def plot_curves(distill_logs: Path, probes: Mapping[str, dict[str, Any]], path: 
     left.set_xlabel("optimiser step")
     left.set_ylabel("distillation loss")
     left.set_yscale("log")
-    left.set_title("masking distillation", fontsize=9)
+    left.set_title("distillation", fontsize=9)
     left.legend(fontsize=8)
     for name, result in probes.items():
         history = result["history"]

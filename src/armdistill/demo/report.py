@@ -15,6 +15,7 @@ from armdistill.config import to_dict
 from armdistill.data.manifest import read_manifest
 from armdistill.demo.config import DemoConfig
 from armdistill.demo.stages import UPSTREAMS, Timer
+from armdistill.distill.export import INFO_NAME
 from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
 
 SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
           student_dir: Path, manifests: Mapping[str, Path], figures: Mapping[str, str], timer: Timer,
           load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> dict[str, Any]:
     per = {name: results[name]["test"] for name in UPSTREAMS}
-    distill_info = json.loads((student_dir / "distill.json").read_text())
+    distill_info = json.loads((student_dir / INFO_NAME).read_text())
     settings = results["teacher"]["config"]
     return {
         "name": cfg.name,
@@ -69,7 +70,9 @@ def build(cfg: DemoConfig, out: Path, results: Mapping[str, dict[str, Any]], mod
                               for name in UPSTREAMS},
         },
         "distill": {"steps": distill_info["global_step"], "student_dir": str(student_dir),
-                    "student": to_dict(cfg.distill.student_config()), "recipe": to_dict(cfg.distill)},
+                    "objective": distill_info["config"]["loss"]["objective"],
+                    "target_norm": distill_info["config"]["loss"]["target_norm"],  # resolved against the teacher
+                    "student": distill_info["config"]["resolved"]["student"], "recipe": to_dict(cfg.distill)},
         "params": sizes(models["teacher"], models["student"]),
         "metrics_files": {name: str(out / "probes" / name / "metrics.json") for name in UPSTREAMS},
         "figures": dict(figures),
@@ -109,7 +112,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"features; lr {s['lr']}, batch {s['batch_size']}, {s['min_epochs']}-{s['epochs']} epochs "
         f"(patience {s['patience']}), best epoch by validation PER; trained on {probe['train_minutes']} min "
         f"({probe['utterances']['train']} utterances) of the train split.",
-        f"- Distillation: {data['distill']['steps']} optimiser steps of masking distillation, "
+        f"- Distillation: {data['distill']['steps']} optimiser steps, objective `{data['distill']['objective']}`, "
+        f"targets `{data['distill']['target_norm']}`, "
         f"student `{data['distill']['recipe']['student']['preset']}` "
         f"({data['distill']['student']['reuse_mode']} reuse), "
         f"{student['params_backbone']:,} parameters + {student['params_heads']:,} in heads; "

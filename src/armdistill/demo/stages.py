@@ -18,8 +18,9 @@ from typing import Any
 from tqdm import tqdm
 
 import armdistill
-from armdistill.data.manifest import label_path, read_labels, read_manifest, write_manifest
+from armdistill.data.manifest import read_manifest, write_subset
 from armdistill.demo.config import DemoConfig
+from armdistill.distill.checkpoints import CHECKPOINT_DIR
 from armdistill.distill.train import run_distillation
 from armdistill.eval.probe import ProbeConfig, default_cache_dir, run_probe
 from armdistill.eval.upstream import Upstream
@@ -106,13 +107,7 @@ def subset_manifest(manifest: Path, minutes: float | None, out: Path) -> Path:
     while count < len(m) and (total < budget or count == 0):
         total += m.num_samples[count]
         count += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, m.root, list(zip(m.paths[:count], m.num_samples[:count])))
-    for ext in LABEL_EXTS:
-        if label_path(manifest, ext).is_file():
-            lines = read_labels(manifest, ext, expected=len(m))[:count]
-            label_path(out, ext).write_text("".join(line + "\n" for line in lines))
-    return out
+    return write_subset(manifest, range(count), out, labels=LABEL_EXTS)
 
 
 def probe_manifests(cfg: DemoConfig, corpus: Path, out: Path) -> dict[str, Path]:
@@ -129,8 +124,12 @@ def teacher_source(cfg: DemoConfig) -> str:
     return cfg.teacher or str(armdistill.DEFAULT_TEACHER)
 
 
-def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
-    """Masking distillation with the demo recipe; returns the exported student directory."""
+def distill(cfg: DemoConfig, corpus: Path, out: Path, resume_unfinished: bool = False) -> Path:
+    """Distillation with the demo recipe into ``out/distill``; returns the exported student.
+
+    A previous run there is replaced, or, with ``resume_unfinished``, continued from its newest
+    checkpoint when it has one.
+    """
     d = cfg.distill
     recipe = replace(
         d,
@@ -139,7 +138,8 @@ def distill(cfg: DemoConfig, corpus: Path, out: Path) -> Path:
         data=replace(d.data, train=d.data.train or str(corpus / "train.tsv"),
                      valid=str(corpus / "valid.tsv") if d.data.valid == "" else d.data.valid),
     )
-    return run_distillation(recipe)
+    resume = resume_unfinished and any((out / "distill" / CHECKPOINT_DIR).glob("*.ckpt"))
+    return run_distillation(recipe, resume="last" if resume else None, overwrite=not resume)
 
 
 def probe(name: str, upstream: Upstream | Student | str, manifests: dict[str, Path], out: Path,

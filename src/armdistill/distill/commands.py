@@ -20,8 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/armhubert-960h.yaml")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (objective, batch, accumulation, schedule) and exit without loading anything")
-    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
-                        help="continue from output_dir/checkpoints/last.ckpt, or from the checkpoint given")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
+                       help="continue from the newest loadable checkpoint in output_dir/checkpoints, or from the "
+                            "checkpoint given; the config may differ in trainer.max_steps only")
+    start.add_argument("--overwrite", action="store_true",
+                       help="replace the run in a non-empty output_dir (refused otherwise)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. teacher.path=hubert_base_ls960.pt")
     parser.set_defaults(func=run)
 
@@ -34,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
     # imported here so that --print-config stays fast and loads no training stack
     from armdistill.distill.train import run_distillation
 
-    out = run_distillation(cfg, resume=args.resume)
+    out = run_distillation(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"student written to {out}")
     return 0

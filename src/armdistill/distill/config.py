@@ -11,19 +11,23 @@ computed from the device count and the per-device micro-batch budget, never hand
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from armdistill.distill.losses import LossConfig
+from armdistill.data.bad_audio import BadAudioPolicy
+from armdistill.distill.losses import LossConfig, TargetNorm
 from armdistill.distill.masking import MaskConfig
+from armdistill.distill.speed import SpeedSection
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 # keys of the student section that are not StudentConfig fields
 STUDENT_KEYS = ("preset", "init_from_teacher")
+# student.proj_dim: the teacher's width, known once the teacher is loaded
+PROJ_DIM_AUTO = "auto"
 
 
 def _check_positive(section: str, **values: float | int | None) -> None:
@@ -34,17 +38,22 @@ def _check_positive(section: str, **values: float | int | None) -> None:
 
 @dataclass
 class TeacherSection:
-    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint."""
+    """The frozen teacher: a transformers directory or a fairseq / WavLM checkpoint, and how it
+    runs (``Teacher``'s options: one batch and one CNN pass for both passes, SDPA attention)."""
 
     path: str = ""
     normalize: bool | None = None
     batch_masked: bool = True
+    share_front_end: bool = True
+    sdpa: bool = True
 
 
 @dataclass
 class DataSection:
     """Manifests and batching. ``micro_batch_seconds`` caps one device's padded micro-batch
-    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step."""
+    (batch x longest item); ``effective_batch_seconds`` is the audio per optimiser step.
+    ``on_bad_audio``: ``error`` stops at the first unusable file, ``skip`` drops it (and lists
+    it in ``output_dir/skipped.tsv``)."""
 
     train: str = ""
     valid: str | None = ""
@@ -57,6 +66,7 @@ class DataSection:
     max_batch_size: int | None = None
     num_buckets: int = 10
     num_workers: int = 4
+    on_bad_audio: BadAudioPolicy = "error"
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -77,10 +87,14 @@ class LossSection(LossConfig):
     masked teacher), ``layer`` (unmasked input, every frame -> unmasked teacher) or
     ``distilhubert`` (unmasked; each head -> its ``layer_map`` teacher layer by L1 plus
     ``cos_weight`` x -log sigmoid(cosine); ``kind`` and the hint/rec weights do not apply).
+    target_norm: how teacher layer outputs become targets (losses.normalize_targets), for every
+    objective, masked and unmasked passes and validation alike; ``auto``: see
+    :func:`resolve_target_norm`.
     """
 
     objective: Objective = "masking"
     cos_weight: float = 1.0
+    target_norm: Literal["auto", TargetNorm] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +109,23 @@ class LossSection(LossConfig):
     def uses_mask(self) -> bool:
         """Whether training samples a mask and runs the teacher's masked pass."""
         return self.objective == "masking"
+
+
+def resolve_target_norm(cfg: "DistillConfig", teacher_pre_ln: bool) -> "DistillConfig":
+    """``loss.target_norm: auto`` made concrete for the loaded teacher: ``layer`` for a pre-LN stack
+    (its layer outputs are the un-normalised residual stream, mostly the encoder input: small
+    per-layer differences under a large shared part), ``none`` for a post-LN one (every layer
+    output is already layer-normalised; the release recipes train on raw post-LN targets)."""
+    if cfg.loss.target_norm != "auto":
+        return cfg
+    return replace(cfg, loss=replace(cfg.loss, target_norm="layer" if teacher_pre_ln else "none"))
+
+
+def resolve_proj_dim(cfg: "DistillConfig", teacher_dim: int) -> "DistillConfig":
+    """``student.proj_dim: auto`` made concrete: the loaded teacher's width."""
+    if not cfg.proj_dim_auto:
+        return cfg
+    return replace(cfg, student={**cfg.student, "proj_dim": teacher_dim})
 
 
 @dataclass
@@ -145,13 +176,15 @@ class TrainerSection:
     loggers: list[Literal["tensorboard", "csv"]] = field(default_factory=lambda: ["tensorboard", "csv"])
     progress_bar: Literal["rich", "tqdm", "none"] = "rich"
     deterministic: bool = False
+    # optimiser steps in a row skipped for a non-finite loss or gradient before the run stops
+    max_consecutive_skips: int = 20
 
     def __post_init__(self) -> None:
         _check_positive(
             "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
             gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
             val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
-            log_every_steps=self.log_every_steps,
+            log_every_steps=self.log_every_steps, max_consecutive_skips=self.max_consecutive_skips,
         )
         if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
             raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")
@@ -159,9 +192,14 @@ class TrainerSection:
 
 @dataclass
 class DistillConfig:
-    """A whole distillation run. ``student`` holds ``preset``, ``init_from_teacher`` (copy the
-    teacher's tensors of matching name and shape before training) and any StudentConfig field to
-    override (e.g. ``reuse_mode``)."""
+    """A whole distillation run. ``student`` is the recipe's flat student section: ``preset``,
+    ``init_from_teacher`` (copy the teacher's tensors of matching name and shape before training)
+    and any StudentConfig field to override (e.g. ``reuse_mode``); ``proj_dim: auto`` (the
+    default) is the teacher's width, set by :func:`resolve_proj_dim` once the teacher is loaded.
+
+    Validation resolves the section once: :attr:`student_model` (the StudentConfig) and
+    :attr:`layer_map` (the teacher layer each projection head learns, ``loss.layer_map`` or the
+    identity)."""
 
     name: str = ""
     output_dir: str = "runs/distill"
@@ -173,24 +211,41 @@ class DistillConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
-        heads = self.student_config().head_layers
-        if not isinstance(self.student.get("init_from_teacher", False), bool):
-            raise ConfigError(f"student.init_from_teacher: expected true/false, got {self.student['init_from_teacher']!r}")
+        init = self.student.get("init_from_teacher", False)
+        if not isinstance(init, bool):
+            raise ConfigError(f"student.init_from_teacher: expected true/false, got {init!r}")
+        self.init_from_teacher: bool = init
+        self._model = self._student_config()
+        self.head_layers: list[int] = self._model.head_layers
+        heads = self.head_layers
         if self.loss.layer_map is not None and len(self.loss.layer_map) != len(heads):
             raise ConfigError(
                 f"loss.layer_map: {len(self.loss.layer_map)} teacher layers for the student's {len(heads)} "
                 f"projection heads (reading student layers {heads})"
             )
+        self.layer_map: list[int] = list(range(len(heads))) if self.loss.layer_map is None else list(self.loss.layer_map)
 
     @property
-    def init_from_teacher(self) -> bool:
-        return bool(self.student.get("init_from_teacher", False))
+    def proj_dim_auto(self) -> bool:
+        """Whether ``student.proj_dim`` still waits for the teacher's width."""
+        return self.student.get("proj_dim", PROJ_DIM_AUTO) == PROJ_DIM_AUTO
 
-    def student_config(self) -> StudentConfig:
-        """The preset with this section's overrides, type-checked like any other section."""
+    @property
+    def student_model(self) -> StudentConfig:
+        """The resolved student: the preset with this section's overrides."""
+        if self.proj_dim_auto:
+            raise RuntimeError("student.proj_dim: auto is the teacher's width; resolve_proj_dim(cfg, teacher.dim) first")
+        return self._model
+
+    def _student_config(self) -> StudentConfig:
+        """The preset with this section's overrides, type-checked like any other section; an
+        unresolved ``proj_dim: auto`` stands in as width 1 (nothing validated depends on the width)."""
         overrides = {k: v for k, v in self.student.items() if k not in STUDENT_KEYS}
+        if self.proj_dim_auto:
+            overrides["proj_dim"] = 1
         preset = self.student.get("preset")
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"student.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
@@ -259,20 +314,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
 def objective_summary(cfg: DistillConfig) -> dict[str, Any]:
     """What one training step runs and matches: teacher passes, the student's input and, per
     projection head, ``[student layer it reads, teacher layer it learns]`` (0-based)."""
-    heads = cfg.student_config().head_layers
-    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(len(heads)))
     return {
         "name": cfg.loss.objective,
         "teacher_passes": ["masked", "unmasked"] if cfg.loss.uses_mask else ["unmasked"],
         "student_input": "masked" if cfg.loss.uses_mask else "unmasked",
-        "head_targets": [[s, t] for s, t in zip(heads, layer_map)],
+        "head_targets": [[s, t] for s, t in zip(cfg.head_layers, cfg.layer_map)],
         "init_from_teacher": cfg.init_from_teacher,
     }
 
 
 def resolved_dict(cfg: DistillConfig) -> dict[str, Any]:
     """The full config as plain data, the resolved student, the objective and the derived plan
-    (for printing and saving)."""
+    (for printing and saving); before the teacher is loaded the student's ``proj_dim`` reads ``auto``."""
     out = to_dict(cfg)
-    out["resolved"] = {"student": to_dict(cfg.student_config()), "objective": objective_summary(cfg), "plan": to_dict(plan(cfg))}
+    student = to_dict(cfg._model)
+    if cfg.proj_dim_auto:
+        student["proj_dim"] = PROJ_DIM_AUTO
+    out["resolved"] = {"student": student, "objective": objective_summary(cfg), "plan": to_dict(plan(cfg))}
     return out

@@ -4,19 +4,26 @@ Every per-frame distance is averaged over the feature dim; padded frames are exc
 term is divided by the micro-batch's valid frame count, so a loss does not depend on padding.
 ``release_compat`` instead reproduces the release: padded frames included, divided by
 ``batch * frames``. Teacher tensors are treated as constants (detached).
+:func:`normalize_targets` turns teacher layer outputs into targets (``loss.target_norm``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from armdistill.config import ConfigError
+from armdistill.models.frontend import masked_group_norm
+
+TargetNorm = Literal["none", "layer", "instance"]
+TARGET_NORMS: tuple[str, ...] = get_args(TargetNorm)
+# F.layer_norm's and F.instance_norm's default epsilon, as data2vec uses them
+TARGET_NORM_EPS = 1e-5
 
 
 @dataclass
@@ -126,6 +133,25 @@ def distilhubert_loss(
         loss = loss + l1 + cos_weight * cos_term
         terms[f"l1_{i}"], terms[f"cos_{i}"] = l1.detach(), cos_term.detach()
     return LossOutput(loss, terms, denom)
+
+
+def normalize_targets(layers: Sequence[Tensor], lengths: Tensor | None, mode: str) -> tuple[Tensor, ...]:
+    """Teacher layer outputs ``[batch, frames, dim]`` as the student learns them.
+
+    ``none``: unchanged (the same tensors); ``layer``: each frame to zero mean and unit variance
+    over its features (a LayerNorm without weights); ``instance``: each feature to zero mean and
+    unit variance over the utterance's valid frames (``lengths`` ``[batch]``; None: all frames),
+    data2vec's instance norm, padded frames set to 0. Statistics in float32.
+    """
+    if mode == "none":
+        return tuple(layers)
+    if mode == "layer":
+        return tuple(F.layer_norm(x.float(), x.shape[-1:], eps=TARGET_NORM_EPS) for x in layers)
+    if mode == "instance":
+        # a GroupNorm with one channel per group is an instance norm; masked_group_norm skips padding
+        norm = nn.GroupNorm(layers[0].shape[-1], layers[0].shape[-1], eps=TARGET_NORM_EPS, affine=False)
+        return tuple(masked_group_norm(x.float().transpose(1, 2), lengths, norm).transpose(1, 2) for x in layers)
+    raise ValueError(f"target_norm: expected one of {list(TARGET_NORMS)}, got {mode!r} (resolve 'auto' against the teacher first)")
 
 
 def frame_distance(pred: Tensor, target: Tensor, kind: str) -> Tensor:

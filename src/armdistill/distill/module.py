@@ -18,17 +18,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from armdistill.config import to_dict
-from armdistill.distill.config import DistillConfig, Plan
+from armdistill.config import ConfigError, to_dict
+from armdistill.distill.config import DistillConfig, Plan, resolve_target_norm
 from armdistill.distill.losses import (
     LossOutput,
     distilhubert_loss,
     layer_distillation_loss,
     masking_distillation_loss,
+    normalize_targets,
 )
 from armdistill.distill.masking import compute_mask
+from armdistill.distill.speed import compile_models, pad_to_multiple, resolve_reuse_kernel
 from armdistill.models.student import Student
-from armdistill.teachers import Teacher
+from armdistill.teachers import Teacher, TeacherOutput
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, final: float) -> float:
@@ -76,11 +78,12 @@ class DistillModule(pl.LightningModule):
         teacher_fingerprint: str,
         teacher_init: list[str] | None = None,
     ):
-        """``teacher_init``: names of the student tensors copied from the teacher (None: none were)."""
+        """``teacher_init``: names of the student tensors copied from the teacher (None: none were).
+        ``self.cfg`` is ``cfg`` with ``loss.target_norm`` resolved against the teacher."""
         super().__init__()
         self.student = student
         object.__setattr__(self, "teacher", teacher)
-        self.cfg = cfg
+        self.cfg = resolve_target_norm(cfg, teacher.pre_ln)
         self.plan = plan
         self.teacher_fingerprint = teacher_fingerprint
         self.teacher_init = teacher_init
@@ -91,6 +94,8 @@ class DistillModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         # the strategy has placed the student by now; the teacher follows it
         self.teacher.to(self.device)
+        if self.cfg.speed.compile:
+            compile_models(self.student, self.teacher)
 
     def _micro_batch_rng(self, batch_idx: int) -> np.random.Generator:
         """Seed dropout and return the mask generator from (seed, step, micro-batch position).
@@ -107,19 +112,34 @@ class DistillModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         wav, lengths = batch["wav"], batch["lengths"]  # [batch, samples], [batch]
-        rng = self._micro_batch_rng(batch_idx)
-        mask = None
-        if self.cfg.loss.uses_mask:
+        if wav.shape[0] == 0:
+            # every file of the micro-batch was skipped as bad audio: a zero loss on every
+            # parameter keeps the step (and DDP's gradient reduction) as it is
+            return sum(p.sum() for p in self.student.parameters() if p.requires_grad) * 0.0
+        result, mask = self.step_loss(wav, lengths, self._micro_batch_rng(batch_idx))
+        if mask is not None:
             frames = self.student.frame_lengths(lengths)
-            total = int(self.student.frame_lengths(lengths.new_tensor([wav.shape[1]]))[0])
-            mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)  # [batch, frames]
             self.log("train/mask_fraction", mask.sum() / frames.sum(), on_step=True, batch_size=wav.shape[0])
-        result = self.distillation_loss(wav, lengths, mask)
         self._log("train", result, wav.shape[0])
         self.log("train/batch_seconds", float(lengths.sum()) / self.cfg.data.sample_rate, on_step=True, batch_size=wav.shape[0])
         return result.loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def step_loss(self, wav: Tensor, lengths: Tensor, rng: np.random.Generator) -> tuple[LossOutput, Tensor | None]:
+        """A training micro-batch's loss and mask: ``wav`` ``[batch, samples]`` is padded to a
+        multiple of ``speed.pad_to_seconds``; the mask ``[batch, frames]`` (masking objective;
+        None otherwise) is drawn from ``rng``."""
+        if self.cfg.speed.pad_to_seconds is not None:
+            wav = pad_to_multiple(wav, round(self.cfg.speed.pad_to_seconds * self.cfg.data.sample_rate))
+        mask = None
+        if self.cfg.loss.uses_mask:
+            frames = self.student.frame_lengths(lengths)
+            total = int(self.student.frame_lengths(lengths.new_tensor([wav.shape[1]]))[0])
+            mask = compute_mask(wav.shape[0], total, frames.cpu(), self.cfg.mask, rng).to(wav.device)
+        return self.distillation_loss(wav, lengths, mask), mask
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if batch["wav"].shape[0] == 0:  # every file was skipped as bad audio
+            return None
         result = self.distillation_loss(batch["wav"], batch["lengths"])
         self._log("val", result, batch["wav"].shape[0])
         return result.loss
@@ -133,20 +153,25 @@ class DistillModule(pl.LightningModule):
         loss_cfg = self.cfg.loss
         if mask is not None and not loss_cfg.uses_mask:
             raise ValueError(f"loss.objective={loss_cfg.objective!r} takes no mask")
+        # the stored-map kernel pays only where a backward pass follows
+        kernel = resolve_reuse_kernel(self.cfg.speed.reuse_kernel, wav.device) if torch.is_grad_enabled() else "sdpa"
+
+        def targets(teacher_out: TeacherOutput) -> tuple[Tensor, ...]:
+            return normalize_targets(teacher_out.layers, teacher_out.lengths, loss_cfg.target_norm)
+
         if mask is not None:
             with torch.no_grad():
                 teacher_masked, teacher_unmasked = self.teacher.masked_and_unmasked(wav, lengths, mask)
-            out = self.student(wav, lengths, mask)
+            out = self.student(wav, lengths, mask, kernel=kernel)
             return masking_distillation_loss(
-                out.projections, teacher_masked.layers, teacher_unmasked.layers, mask, out.padding_mask, loss_cfg
+                out.projections, targets(teacher_masked), targets(teacher_unmasked), mask, out.padding_mask, loss_cfg
             )
-        teacher_out = self.teacher.layer_outputs(wav, lengths)
-        out = self.student(wav, lengths)
+        teacher_layers = targets(self.teacher.layer_outputs(wav, lengths))
+        out = self.student(wav, lengths, kernel=kernel)
         if loss_cfg.objective == "distilhubert":
-            layer_map = loss_cfg.layer_map if loss_cfg.layer_map is not None else range(len(out.projections))
-            targets = [teacher_out.layers[i] for i in layer_map]
-            return distilhubert_loss(out.projections, targets, out.padding_mask, loss_cfg.cos_weight)
-        return layer_distillation_loss(out.projections, teacher_out.layers, out.padding_mask, loss_cfg)
+            return distilhubert_loss(out.projections, [teacher_layers[i] for i in self.cfg.layer_map], out.padding_mask,
+                                     loss_cfg.cos_weight)
+        return layer_distillation_loss(out.projections, teacher_layers, out.padding_mask, loss_cfg)
 
     def _log(self, stage: str, result: LossOutput, batch_size: int) -> None:
         training = stage == "train"
@@ -183,7 +208,8 @@ class DistillModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("armdistill", {}).get("teacher_fingerprint")
         if saved != self.teacher_fingerprint:
-            raise ValueError(
-                f"the checkpoint was trained against teacher {saved}, but teacher.path gives {self.teacher_fingerprint}"
+            raise ConfigError(
+                f"teacher.path: the checkpoint was trained against teacher {saved}, but teacher.path gives "
+                f"{self.teacher_fingerprint}"
             )
         set_rng_states(checkpoint["armdistill"]["rng_states"])

@@ -1,16 +1,20 @@
-"""Trainer set-up for distillation: data, callbacks, checkpoints, resume and export.
+"""Trainer set-up for distillation, read top to bottom: callbacks, the Trainer, then the run.
+
+Data loading lives in ``distill/data.py``, checkpoints and resume in ``distill/checkpoints.py``,
+student directories and their provenance in ``distill/export.py``.
 
 Layout of ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/`` (Lightning, for resume:
 periodic, ``last.ckpt`` and ``best.ckpt`` by validation loss; no teacher weights; loadable with
-``weights_only=True``), ``logs/`` (TensorBoard, CSV) and ``student/`` (+ ``student-best/``),
-written by ``Student.save_pretrained`` with ``distill.json`` beside the weights (which also
-lists the tensors copied from the teacher when ``student.init_from_teacher`` is set).
+``weights_only=True``), ``logs/`` (TensorBoard, CSV), ``skipped.tsv`` (files dropped under
+``data.on_bad_audio: skip``) and ``student/`` (+ ``student-best/``), written by
+``Student.save_pretrained`` with ``distill.json`` beside the weights (which also lists the
+tensors copied from the teacher when ``student.init_from_teacher`` is set). Every checkpoint and
+student directory is written atomically (``armdistill.io.atomic``), so a kill at any moment
+leaves the previous complete version.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,85 +24,42 @@ import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import DataLoader
 
-from armdistill.config import ConfigError
-from armdistill.data.collate import collate_audio
-from armdistill.data.dataset import AudioDataset
-from armdistill.data.sampler import DynamicBatchSampler
-from armdistill.distill.config import DistillConfig, Plan, plan, resolved_dict
+from armdistill.config import ConfigError, to_dict
+from armdistill.data.bad_audio import SKIPPED_NAME, SkipLog
+from armdistill.distill.checkpoints import (
+    CHECKPOINT_DIR,
+    AtomicCheckpointIO,
+    StepCheckpoint,
+    prepare_run_dir,
+    read_checkpoint,
+    resume_changes,
+    resume_point,
+    say,
+)
+from armdistill.distill.config import DistillConfig, Plan, plan, resolve_proj_dim, resolved_dict
+from armdistill.distill.data import DistillData, EpochProgress
+from armdistill.distill.export import export_checkpoint, student_info, write_student
+from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
-from armdistill.models.config import StudentConfig
+from armdistill.io.atomic import write_text_atomic
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
 
-INFO_NAME = "distill.json"
 
+class ScheduleFromPlan(Callback):
+    """Sets the learning rate of the step about to run from the plan's schedule.
 
-class ResumableLoader(DataLoader):
-    """A loader over a :class:`DynamicBatchSampler` whose position survives restarts.
-
-    Lightning saves ``state_dict()`` in its checkpoints and calls ``load_state_dict()`` before
-    iterating on restart. The loader runs ahead of training (prefetch, workers), so the count
-    saved is ``consumed``, which :class:`EpochProgress` keeps in step with the training loop.
+    A checkpoint's optimiser state holds the learning rate its own schedule gave; a run resumed
+    with another ``trainer.max_steps`` must continue on the recomputed schedule at once. On an
+    unchanged schedule this writes the value already there.
     """
 
-    def __init__(self, dataset: AudioDataset, sampler: DynamicBatchSampler, num_workers: int):
-        super().__init__(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=num_workers)
-        self.consumed = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-        self.batch_sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.batch_sampler.state_dict(batches_consumed=self.consumed)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dataset.set_epoch(int(state["epoch"]))
-        self.batch_sampler.load_state_dict(state)
-        self.consumed = int(state["batches_yielded"])
-
-
-class EpochProgress(Callback):
-    """Sets the training epoch on dataset and sampler, and counts the batches training used."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.set_epoch(trainer.current_epoch)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.consumed = batch_idx + 1
-
-
-class DistillData(pl.LightningDataModule):
-    """Training and held-out loaders; built once the strategy knows this process's rank."""
-
-    def __init__(self, cfg: DistillConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    def _loader(self, manifest: str, train: bool) -> DataLoader:
-        d = self.cfg.data
-        dataset = AudioDataset(
-            manifest, d.sample_rate, d.min_seconds, d.max_seconds, d.crop_seconds if train else None, seed=self.cfg.seed
-        )
-        sampler = DynamicBatchSampler(
-            dataset.sizes, d.micro_batch_seconds, d.sample_rate, d.num_buckets, shuffle=train, seed=self.cfg.seed,
-            rank=self.trainer.global_rank, world_size=self.trainer.world_size, max_batch_size=d.max_batch_size,
-        )
-        if train:
-            return ResumableLoader(dataset, sampler, d.num_workers)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=d.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.data.train, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.cfg.data.valid is None else self._loader(self.cfg.data.valid, train=False)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> None:
@@ -114,7 +75,7 @@ def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> 
     if student.config.proj_dim != teacher.dim:
         raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
     heads = len(student.config.head_layers)
-    layer_map = cfg.loss.layer_map if cfg.loss.layer_map is not None else list(range(heads))
+    layer_map = cfg.layer_map
     if len(layer_map) != heads or max(layer_map) >= teacher.num_layers:
         raise ConfigError(
             f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
@@ -133,57 +94,20 @@ def initialise_from_teacher(student: Student, teacher: Teacher) -> list[str]:
     return copied
 
 
-def git_revision() -> str:
-    """Commit of the source tree this package runs from, ``-dirty`` with local changes; ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev}-dirty" if dirty else rev
-
-
-def write_student(student: Student, directory: str | Path, info: dict[str, Any]) -> Path:
-    """``save_pretrained`` plus ``distill.json`` (resolved config, git revision, teacher hash, step)."""
-    directory = Path(directory)
-    student.save_pretrained(directory)
-    (directory / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-    return directory
-
-
-def teacher_init_record(copied: list[str] | None) -> dict[str, Any] | None:
-    """What ``distill.json`` says of the initialisation: None, or the count and names of the copied tensors."""
-    return None if copied is None else {"count": len(copied), "tensors": list(copied)}
-
-
-def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
-    """Turn a distillation checkpoint into a student directory (read with ``weights_only=True``)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("armdistill")
-    if saved is None:
-        raise ValueError(f"{ckpt_path}: not an armdistill distillation checkpoint (no 'armdistill' entry)")
-    student = Student(StudentConfig.from_dict(saved["student_config"]))
-    prefix = "student."
-    student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-    info = {"config": saved["config"], "git_revision": git_revision(), "teacher_fingerprint": saved["teacher_fingerprint"],
-            "teacher_init": teacher_init_record(saved.get("teacher_init")), "global_step": ckpt["global_step"],
-            "checkpoint": str(ckpt_path)}
-    return write_student(student, directory, info)
-
-
 def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     """The Trainer and the best-by-validation checkpoint callback (None without validation)."""
     out, t = Path(cfg.output_dir), cfg.trainer
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / CHECKPOINT_DIR
     callbacks: list[Callback] = [
         EpochProgress(),
+        ScheduleFromPlan(),
+        NonFiniteGuard(cfg),
         LearningRateMonitor(logging_interval="step"),
-        # monitoring "step" keeps the newest keep_checkpoints periodic files
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
-                        every_n_train_steps=t.checkpoint_every_steps, monitor="step", mode="max",
-                        save_top_k=t.keep_checkpoints, save_last=True),
+        # monitoring "step" keeps the newest keep_checkpoints periodic files; last.ckpt is a full
+        # second write (not a link), so it never points at a file that top-k has removed
+        StepCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
+                       every_n_train_steps=t.checkpoint_every_steps, monitor="step", mode="max",
+                       save_top_k=t.keep_checkpoints, save_last=True),
     ]
     best = None
     if has_valid:
@@ -212,44 +136,55 @@ def build_trainer(cfg: DistillConfig, p: Plan, has_valid: bool) -> tuple[pl.Trai
         limit_val_batches=(t.limit_val_batches or 1.0) if has_valid else 0,
         log_every_n_steps=t.log_every_steps, logger=loggers or False, callbacks=callbacks,
         enable_progress_bar=t.progress_bar != "none", use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=out,
+        # Lightning's model summary counts FLOPs it cannot see (0); our own summary is --print-config
+        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=out, plugins=[AtomicCheckpointIO()],
     )
     return trainer, best
 
 
-def resume_path(cfg: DistillConfig, resume: str | None) -> Path | None:
-    """``"last"`` -> ``output_dir/checkpoints/last.ckpt``; a path is used as given; None starts fresh."""
-    if resume is None:
-        return None
-    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    return path
+def run_distillation(cfg: DistillConfig, resume: str | None = None, overwrite: bool = False) -> Path:
+    """Train a student by ``cfg.loss.objective``; returns the exported student directory.
 
-
-def run_distillation(cfg: DistillConfig, resume: str | None = None) -> Path:
-    """Train a student by ``cfg.loss.objective``; returns the exported student directory."""
+    ``resume``: ``"last"`` (the newest checkpoint in ``output_dir`` that loads) or a checkpoint
+    path; the config must equal the checkpoint's but for ``trainer.max_steps``. Without it a
+    non-empty ``output_dir`` is refused unless ``overwrite`` replaces the run there.
+    """
+    if resume is not None and overwrite:
+        raise ConfigError("--resume and --overwrite: give one; resuming keeps the run that overwriting removes")
     cfg.check_paths()
     p = plan(cfg)
-    ckpt = resume_path(cfg, resume)
+    out = Path(cfg.output_dir)
+    trainer, best = build_trainer(cfg, p, has_valid=cfg.data.valid is not None)
+    start = resume_point(out, resume)
+    if start is not None:
+        changes = resume_changes(start.config, to_dict(cfg), start.step)
+        if trainer.is_global_zero:
+            for path, why in start.passed_over:
+                say(f"passed over {path}: {why}")
+            say(f"resuming from {start.path} (step {start.step})")
+            for key, (old, new) in changes.items():
+                say(f"{key}: {old} -> {new}; learning-rate schedule recomputed (warm-up {p.warmup_steps} steps, "
+                    f"{p.schedule} decay to step {p.max_steps})")
+    if trainer.is_global_zero:
+        prepare_run_dir(out, resuming=start is not None, overwrite=overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher = Teacher.from_pretrained(cfg.teacher.path, normalize=cfg.teacher.normalize, batch_masked=cfg.teacher.batch_masked)
-    student = Student(cfg.student_config())
+    t = cfg.teacher
+    teacher = Teacher.from_pretrained(t.path, t.normalize, t.batch_masked, t.share_front_end, t.sdpa)
+    cfg = resolve_proj_dim(cfg, teacher.dim)
+    student = Student(cfg.student_model)
     check_compatible(student, teacher, cfg)
     # a resumed run overwrites these weights from its checkpoint; the record stays the same
     copied = initialise_from_teacher(student, teacher) if cfg.init_from_teacher else None
     fingerprint = teacher.fingerprint()
     module = DistillModule(student, teacher, cfg, p, fingerprint, copied)
-    trainer, best = build_trainer(cfg, p, has_valid=cfg.data.valid is not None)
-    out = Path(cfg.output_dir)
+    cfg = module.cfg  # loss.target_norm resolved against the teacher, as saved below
     if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved_dict(cfg), sort_keys=False, default_flow_style=None))
-    trainer.fit(module, datamodule=DistillData(cfg), ckpt_path=ckpt, weights_only=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False, default_flow_style=None))
+    data = DistillData(cfg)
+    trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start.path, weights_only=True)
     if trainer.is_global_zero:
-        info = {"config": resolved_dict(cfg), "git_revision": git_revision(), "teacher_fingerprint": fingerprint,
-                "teacher_init": teacher_init_record(copied), "global_step": trainer.global_step}
-        write_student(student, out / "student", info)
+        skipped = len(SkipLog(out / SKIPPED_NAME))
+        write_student(student, out / "student", student_info(cfg, fingerprint, copied, trainer.global_step, skipped))
         if best is not None and Path(best.best_model_path).is_file():
-            export_checkpoint(best.best_model_path, out / "student-best")
+            export_checkpoint(best.best_model_path, out / "student-best", skipped)
     return out / "student"

@@ -26,6 +26,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from armdistill.config import ConfigError
+
 MEASURE = ("mean over query frames of 1 - Jensen-Shannon divergence (bits) between attention rows; layers: "
            "mean over heads of the best one-to-one head matching")
 
@@ -78,7 +80,7 @@ def head_similarity(utterances: Iterable[Sequence[Tensor]]) -> Tensor:
                     total[j, i] = total[i, j].T
         rows += maps[0].shape[1]
     if total is None:
-        raise ValueError("attention analysis: no utterances")
+        raise ConfigError("attention analysis: no utterances")
     return total / rows
 
 
@@ -97,7 +99,7 @@ def matched_similarity(heads: Tensor) -> Tensor:
 def pattern_total(similarity: Tensor, pattern: Sequence[bool]) -> float:
     """Sum over reusing layers of their similarity to the most recent computing layer."""
     if not pattern or not pattern[0]:
-        raise ValueError(f"reuse pattern {list(pattern)}: the first layer must compute its map")
+        raise ConfigError(f"reuse pattern {list(pattern)}: the first layer must compute its map")
     total, source = 0.0, 0
     for j, computes in enumerate(pattern):
         if computes:
@@ -116,7 +118,7 @@ def best_pattern(similarity: Tensor, computing: int) -> list[bool]:
     """
     n = similarity.shape[0]
     if not 1 <= computing <= n:
-        raise ValueError(f"computing layers: expected 1..{n}, got {computing}")
+        raise ConfigError(f"computing layers: expected 1..{n}, got {computing}")
     run = [[0.0] * (n + 1) for _ in range(n)]  # run[i][m]: sum of similarity[i, i+1 .. m-1]
     for i in range(n):
         for m in range(i + 2, n + 1):
@@ -186,7 +188,7 @@ def analyze(model: nn.Module, wavs: Sequence[Tensor], layers: Sequence[int] | No
 def _check_layers(layers: Sequence[int], available: int) -> list[int]:
     bad = [i for i in layers if not 0 <= i < available]
     if bad or len(set(layers)) != len(layers) or list(layers) != sorted(layers):
-        raise ValueError(f"--layers: expected distinct increasing layer indices in 0..{available - 1}, got {list(layers)}")
+        raise ConfigError(f"--layers: expected distinct increasing layer indices in 0..{available - 1}, got {list(layers)}")
     return list(layers)
 
 

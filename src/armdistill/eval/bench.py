@@ -30,6 +30,8 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
+from armdistill.config import ConfigError
+from armdistill.errors import MissingFileError
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.student import Student
 from armdistill.threads import torch_threads
@@ -55,12 +57,12 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
-            raise ValueError(f"bench: batch and repeats must be >= 1 and warmup >= 0, got {self.batch}, "
+            raise ConfigError(f"bench: batch and repeats must be >= 1 and warmup >= 0, got {self.batch}, "
                              f"{self.repeats}, {self.warmup}")
         if not self.seconds or min(self.seconds) <= 0 or self.throughput_seconds <= 0:
-            raise ValueError(f"--seconds: expected positive input lengths, got {list(self.seconds)}")
+            raise ConfigError(f"--seconds: expected positive input lengths, got {list(self.seconds)}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads: expected at least 1, got {self.threads}")
+            raise ConfigError(f"--threads: expected at least 1, got {self.threads}")
 
 
 @dataclass
@@ -123,7 +125,7 @@ def onnx_runner(name: str, path: Path, device: torch.device, threads: int | None
         options.inter_op_num_threads = 1
     providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     if not set(providers) <= set(ort.get_available_providers()):
-        raise ValueError(f"{path}: onnxruntime has no {providers[0]} (install onnxruntime-gpu for --device cuda)")
+        raise ConfigError(f"{path}: onnxruntime has no {providers[0]} (install onnxruntime-gpu for --device cuda)")
     session = ort.InferenceSession(str(path), options, providers=providers)
 
     def run(wav: Tensor) -> None:
@@ -146,7 +148,7 @@ def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
         return upstream.student
     if isinstance(upstream, TeacherUpstream):
         return upstream.teacher
-    raise ValueError(f"{spec}: a feature baseline, not a model; expected a preset, a student or teacher "
+    raise ConfigError(f"{spec}: a feature baseline, not a model; expected a preset, a student or teacher "
                      "source, hubert-base or (bench) an ONNX export")
 
 
@@ -157,7 +159,7 @@ def load_runners(spec: str, settings: BenchSettings) -> list[Runner]:
     onnx_path = path / ONNX_NAME if path.is_dir() and (path / ONNX_NAME).is_file() else path
     if onnx_path.suffix == ".onnx":
         if not onnx_path.is_file():
-            raise FileNotFoundError(f"{onnx_path}: no such ONNX file")
+            raise MissingFileError(f"{onnx_path}: no such ONNX file")
         return [onnx_runner(spec, onnx_path, device, settings.threads)]
     model = load_model(spec, settings.seed)
     if isinstance(model, Student):

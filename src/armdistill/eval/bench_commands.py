@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from armdistill.config import ConfigError
 from armdistill.models.attention import REUSE_MODES
 
 DEVICES = ("cpu", "cuda")
@@ -88,7 +89,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from armdistill.eval.bench import load_model
 
     if args.utterances < 1 or args.batch < 1:
-        raise ValueError(f"--utterances and --batch: expected at least 1, got {args.utterances}, {args.batch}")
+        raise ConfigError(f"--utterances and --batch: expected at least 1, got {args.utterances}, {args.batch}")
     manifest = read_manifest(args.data)
     count = min(args.utterances, len(manifest))
     wavs = [torch.from_numpy(load_audio(manifest.audio_path(i))) for i in range(count)]

@@ -16,11 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe",
         help="train a SUPERB-style probe (pr, asr, ks, sid) on a frozen upstream",
         description="Frozen upstream -> learned weighted sum of its layers -> task head. Features are "
-        "cached per (upstream, manifest); the upstream is a student directory or preset, a teacher "
-        "source, or mfcc / mfcc-context / fbank.",
+        "cached per (upstream, manifest); the upstream is a student directory or preset, an exported "
+        ".onnx model or ONNX export directory, a teacher source, or mfcc / mfcc-context / fbank.",
     )
     p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--upstream", required=True, help="student dir, preset, teacher source, mfcc, mfcc-context or fbank")
+    p.add_argument("--upstream", required=True, help="student dir, preset, .onnx model or ONNX export dir, teacher source, mfcc, "
+                   "mfcc-context or fbank")
     p.add_argument("--train", required=True, help="train manifest (.tsv with label files beside it)")
     p.add_argument("--valid", required=True, help="validation manifest (model selection)")
     p.add_argument("--test", required=True, help="test manifest (reported metric)")

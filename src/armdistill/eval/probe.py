@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, from_dict, to_dict
+from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
-from armdistill.eval.cache import FeatureDtype, FeatureSet, load_or_extract
+from armdistill.errors import DataError
+from armdistill.eval.cache import FeatureDtype, FeatureSet, default_batch_seconds, load_or_extract
 from armdistill.eval.heads import BiLSTMHead, LinearHead, MeanPoolHead, Probe
 from armdistill.eval.metrics import accuracy, chars_to_words, ctc_greedy_decode, error_rate, words_to_chars
 from armdistill.eval.plots import plot_layer_weights
-from armdistill.eval.upstream import StudentFeatures, StudentUpstream, Upstream, as_upstream
+from armdistill.eval.upstream import StudentFeatures, Upstream, as_upstream
 from armdistill.frames import valid_mask
 from armdistill.threads import torch_threads
 
@@ -73,22 +75,34 @@ class ProbeConfig:
     feature_dtype: FeatureDtype = "float16"
     cache_dir: str | None = None
     seed: int = 0
+    # an unusable audio file stops the probe (error) or is left out with its label (skip)
+    on_bad_audio: BadAudioPolicy = "error"
     # Torch threads while the probe trains (None: leave as is). Probe steps are small: on a
     # shared 2-core CPU one thread measured ~50x faster than two (0.17 s vs ~9 s for 180 steps).
     num_threads: int | None = 1
+    # Feature extraction: torch threads (None: the cores the load average leaves free), the
+    # device the upstream runs on, and the padded seconds per length-sorted batch (None: the
+    # device's default, eval/cache.py).
+    feature_threads: int | None = None
+    feature_device: str = "cpu"
+    feature_batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_epochs"):
+        for name in ("epochs", "min_epochs", "num_threads", "feature_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {value}")
+                raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}")
         for name in ("batch_size", "patience", "lstm_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"num_threads: must be at least 1 or null, got {self.num_threads}")
+        if self.feature_batch_seconds is not None and self.feature_batch_seconds <= 0:
+            raise ConfigError(f"feature_batch_seconds: must be positive or null, got {self.feature_batch_seconds}")
+        try:
+            torch.device(self.feature_device)
+        except RuntimeError:
+            raise ConfigError(f"feature_device: expected a torch device such as 'cpu' or 'cuda', got {self.feature_device!r}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeConfig":
@@ -241,9 +255,12 @@ class _Runner:
 def _prepare(task: str, upstream: Upstream, manifest: str | Path, cfg: ProbeConfig, cache_dir: Path,
              progress: bool) -> tuple[Split, bool]:
     refs = read_references(task, manifest)
-    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress)
+    batch_seconds = cfg.feature_batch_seconds or default_batch_seconds(cfg.feature_device)
+    feats, hit = load_or_extract(upstream, manifest, cache_dir, cfg.feature_dtype, progress, cfg.on_bad_audio,
+                                 batch_seconds, cfg.feature_threads)
+    refs = [ref for i, ref in enumerate(refs) if i not in feats.skipped]
     if len(feats) != len(refs):
-        raise ValueError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
+        raise DataError(f"{manifest}: {len(refs)} labels but {len(feats)} feature sequences")
     return Split(feats, refs), hit
 
 
@@ -263,13 +280,15 @@ def run_probe(
     ``test_scores`` (all test metrics), ``layer_weights`` with ``layer_names``, ``cache_hits``.
     """
     if task not in TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(TASKS)}")
+        raise ConfigError(f"task: {task!r} is not one of {list(TASKS)}")
     cfg = (cfg or ProbeConfig()).resolved(task)
-    up = as_upstream(upstream, cfg.student_features, cfg.seed)
+    up = as_upstream(upstream, cfg.student_features, cfg.seed).to(cfg.feature_device)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "features"
     splits, hits = {}, {}
     for name, manifest in (("train", train), ("valid", valid), ("test", test)):
         splits[name], hits[name] = _prepare(task, up, manifest, cfg, cache_dir, progress=log is not None)
+        if log is not None and splits[name].feats.skipped:
+            log(f"{name}: left out {len(splits[name].feats.skipped)} unusable audio files of {manifest}")
     with torch_threads(cfg.num_threads):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
@@ -282,7 +301,7 @@ def run_probe(
         "task": task,
         "upstream": up.name,
         "fingerprint": up.fingerprint(),
-        "student_features": up.features if isinstance(up, StudentUpstream) else None,
+        "student_features": up.features,
         "metric": metric,
         "test": test_scores[metric],
         "valid": summary["history"][summary["best_epoch"] - 1][f"valid_{metric}"],
@@ -291,6 +310,7 @@ def run_probe(
         "layer_weights": weights,
         "vocab_size": len(runner.vocab),
         "num_utterances": {k: len(s.feats) for k, s in splits.items()},
+        "skipped_files": {k: len(s.feats.skipped) for k, s in splits.items()},
         "cache_hits": hits,
         "config": to_dict(cfg),
         **summary,

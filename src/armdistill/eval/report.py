@@ -17,12 +17,14 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from armdistill.config import ConfigError
+from armdistill.distill.export import INFO_NAME
+from armdistill.errors import FileFormatError, MissingFileError
 from armdistill.eval.upstream import is_student_dir
 from armdistill.models.commands import model_info
 from armdistill.models.student import Student
 
 PUBLISHED = Path(__file__).with_name("published.json")
-INFO_NAME = "distill.json"
 METRICS_NAME = "metrics.json"
 # Task -> (column title, probe metric it shows); values are percentages.
 TASK_COLUMNS: dict[str, tuple[str, str]] = {
@@ -54,9 +56,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from None
+        raise FileFormatError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise FileFormatError(f"{path}: expected a JSON object")
     return data
 
 
@@ -68,7 +70,7 @@ def find_student(run_dir: Path) -> Path | None:
         return run_dir / "student"
     found = sorted(p for p in run_dir.iterdir() if p.is_dir() and is_student_dir(p))
     if len(found) > 1:
-        raise ValueError(f"{run_dir}: several student directories ({', '.join(p.name for p in found)}); "
+        raise FileFormatError(f"{run_dir}: several student directories ({', '.join(p.name for p in found)}); "
                          "pass the one to report")
     return found[0] if found else None
 
@@ -76,7 +78,7 @@ def find_student(run_dir: Path) -> Path | None:
 def column_key(metrics: dict[str, Any], path: Path) -> str:
     task = metrics.get("task")
     if task not in TASK_COLUMNS:
-        raise ValueError(f"{path}: 'task' must be one of {list(TASK_COLUMNS)}, got {task!r}")
+        raise FileFormatError(f"{path}: 'task' must be one of {list(TASK_COLUMNS)}, got {task!r}")
     features = metrics.get("student_features")
     return task if features in (None, "hidden") else f"{task}:{features}"
 
@@ -87,7 +89,7 @@ def probe_value(metrics: dict[str, Any], path: Path) -> float:
     scores = metrics.get("test_scores", {})
     value = scores.get(metric, metrics.get("test") if metrics.get("metric") == metric else None)
     if not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: no test {metric} (expected 'test_scores.{metric}')")
+        raise FileFormatError(f"{path}: no test {metric} (expected 'test_scores.{metric}')")
     return 100.0 * float(value)
 
 
@@ -95,7 +97,7 @@ def collect_run(run_dir: str | Path, name: str | None = None, macs_seconds: floa
     """Parameters and MACs of the run's student, its teacher and every probe result below it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: run directory not found")
+        raise MissingFileError(f"{run_dir}: run directory not found")
     row = Row(name=name or run_dir.resolve().name, source="this project")
     student_dir = find_student(run_dir)
     if student_dir is not None:
@@ -112,12 +114,12 @@ def collect_run(run_dir: str | Path, name: str | None = None, macs_seconds: floa
         metrics = _read_json(path)
         key = column_key(metrics, path)
         if key in seen:
-            raise ValueError(f"{run_dir}: two {key} results, {seen[key]} and {path}; keep one per run")
+            raise FileFormatError(f"{run_dir}: two {key} results, {seen[key]} and {path}; keep one per run")
         seen[key] = path
         row.metrics[key] = probe_value(metrics, path)
         row.files.append(str(path))
     if student_dir is None and not seen:
-        raise ValueError(f"{run_dir}: neither a student directory ({INFO_NAME}, config.json) nor any {METRICS_NAME}")
+        raise FileFormatError(f"{run_dir}: neither a student directory ({INFO_NAME}, config.json) nor any {METRICS_NAME}")
     return row
 
 
@@ -166,7 +168,7 @@ def plot_report(rows: list[Row], published: list[Row], path: str | Path) -> Path
     """One panel per task column: metric against parameters, ours filled, published hollow."""
     columns = _columns(rows)
     if not columns:
-        raise ValueError("report: no probe results to plot")
+        raise FileFormatError("report: the run directories hold no probe results to plot")
     fig = Figure(figsize=(4.2 * len(columns), 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     for i, key in enumerate(columns):
@@ -190,7 +192,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, names: list[st
                  include_published: bool = True, macs_seconds: float = 10.0) -> dict[str, Any]:
     """Write ``report.md`` and ``report.png`` to ``out_dir``; returns the paths and the rows."""
     if names is not None and len(names) != len(run_dirs):
-        raise ValueError(f"report: {len(names)} names for {len(run_dirs)} run directories")
+        raise ConfigError(f"report: {len(names)} names for {len(run_dirs)} run directories")
     rows = [collect_run(d, names[i] if names else None, macs_seconds) for i, d in enumerate(run_dirs)]
     tasks = {k.split(":")[0] for row in rows for k in row.metrics}
     published = published_rows(tasks) if include_published and tasks else []

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from armdistill.config import ConfigError
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, TeacherUpstream, load_upstream
 from armdistill.frames import padding_mask
 
@@ -45,7 +46,7 @@ class S3PRLUpstream(nn.Module):
             self.features = None
             self.downsample = int(upstream.teacher.downsample)
         else:
-            raise ValueError(f"s3prl upstream: {upstream.name!r} is a baseline; s3prl has its own "
+            raise ConfigError(f"s3prl upstream: {upstream.name!r} is a baseline; s3prl has its own "
                              "(-u fbank / mfcc), use those")
         self.name = upstream.name
         self.layer_names = list(upstream.layer_names)
@@ -115,9 +116,9 @@ def register_upstream(hub: Any, name: str, factory: Callable[..., S3PRLUpstream]
     """Make ``-u name`` resolve to ``factory`` in s3prl's hub (``getattr(hub, name)``), refusing
     to shadow one of s3prl's own upstreams."""
     if not name.isidentifier() or name.startswith("_"):
-        raise ValueError(f"upstream name {name!r}: must be a Python identifier not starting with '_'")
+        raise ConfigError(f"upstream name {name!r}: must be a Python identifier not starting with '_'")
     existing = getattr(hub, name, None)
     if existing is not None and not getattr(existing, "_armdistill", False):
-        raise ValueError(f"upstream name {name!r} is already an s3prl upstream; choose another --name")
+        raise ConfigError(f"upstream name {name!r} is already an s3prl upstream; choose another --name")
     factory._armdistill = True  # type: ignore[attr-defined]
     setattr(hub, name, factory)

@@ -4,11 +4,14 @@
 s3prl's ``run_downstream.py`` in this process (so the registration is visible to it) with
 ``-u NAME -k UPSTREAM -d DOWNSTREAM -c CONFIG`` added to the caller's runner arguments. The runner
 reads its configs relative to s3prl's own folder, so it runs there; path arguments given
-relative to the caller's folder are made absolute first.
+relative to the caller's folder are made absolute first. Its checkpoints hold an
+``argparse.Namespace``, which torch's default ``weights_only`` load refuses: the runner runs with
+that one class allow-listed, and every other load keeps the default restriction.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -20,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from armdistill.config import ConfigError
+from armdistill.errors import MissingFileError, UserError
 from armdistill.eval.s3prl_upstream import load_s3prl_upstream, register_upstream, upstream_factory
 from armdistill.eval.upstream import StudentFeatures
 
@@ -50,6 +57,9 @@ SUPERB_TASKS: dict[str, SuperbTask] = {
 _OURS = {"-u": "--upstream", "-k": "--upstream_ckpt", "-d": "--downstream"}
 _PATHS = {"-p": "--expdir", "-e": "--past_exp", "-i": "--init_ckpt", "-c": "--config", "-g": "--upstream_model_config"}
 _FROZEN = {"-f", "--upstream_trainable"}
+# What s3prl's runner checkpoints (states-*.ckpt, *-best.ckpt) pickle besides tensors and plain
+# containers: the runner's arguments ("Args"). Allow-listed only while the runner runs.
+RUNNER_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 
 def _option(arg: str, table: dict[str, str]) -> str | None:
@@ -82,12 +92,12 @@ def runner_argv(task: str, name: str, upstream: str | Path, runner_args: Sequenc
     """The runner's ``sys.argv``: ``run_downstream.py`` + ours (``-u -k -d``, ``-c`` unless the caller
     gives one) + the caller's arguments with their paths made absolute."""
     if task not in SUPERB_TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(SUPERB_TASKS)}")
+        raise ConfigError(f"task: {task!r} is not one of {list(SUPERB_TASKS)}")
     for arg in runner_args:
         if _option(arg, _OURS):
-            raise ValueError(f"runner argument {arg}: set by armdistill superb (--task, --upstream, --name)")
+            raise ConfigError(f"runner argument {arg}: set by armdistill superb (--task, --upstream, --name)")
         if arg in _FROZEN:
-            raise ValueError(f"runner argument {arg}: the SUPERB protocol keeps the upstream frozen")
+            raise ConfigError(f"runner argument {arg}: the SUPERB protocol keeps the upstream frozen")
     spec = SUPERB_TASKS[task]
     ours = ["-u", name, "-k", str(upstream), "-d", spec.downstream]
     if not any(_option(a, {"-c": "--config"}) for a in runner_args):
@@ -110,27 +120,35 @@ def import_s3prl_hub() -> Any:
     try:
         return importlib.import_module("s3prl.hub")
     except ImportError as err:
-        raise ValueError(f"s3prl is not importable here ({err}); it runs in its own environment, see {VENV_DOC}") from None
+        raise UserError(f"s3prl is not importable here ({err}); it runs in its own environment, see {VENV_DOC}") from None
     except AttributeError as err:
-        raise ValueError(f"s3prl failed to import ({err}): its torchaudio is too new, see {VENV_DOC}") from None
+        raise UserError(f"s3prl failed to import ({err}): its torchaudio is too new, see {VENV_DOC}") from None
 
 
 def s3prl_root(hub: Any, root: str | Path | None) -> Path:
-    """The folder holding ``run_downstream.py`` and ``downstream/`` (default: beside ``s3prl.hub``)."""
-    path = Path(root) if root is not None else Path(hub.__file__).resolve().parent
+    """The folder holding ``run_downstream.py`` and ``downstream/``: that of the imported s3prl
+    package. ``root``, when given, must be that folder: the runner imports its downstream code
+    from the installed package, so configs from another tree would run against other code."""
+    package = Path(hub.__file__).resolve().parent
+    path = Path(root).resolve() if root is not None else package
     if not (path / "run_downstream.py").is_file():
-        raise FileNotFoundError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl checkout")
-    return path.resolve()
+        raise MissingFileError(f"{path}: no run_downstream.py; give --s3prl-root the s3prl/ folder of an s3prl source tree")
+    if path != package:
+        raise UserError(f"--s3prl-root {path} is not the s3prl package this environment imports ({package}); "
+                        f"install that source tree into the environment (see {VENV_DOC})")
+    return path
 
 
 @contextlib.contextmanager
 def _runner_process_state(argv: list[str], cwd: Path) -> Iterator[None]:
-    """``sys.argv`` and the working folder as the runner expects them, restored afterwards."""
+    """``sys.argv``, the working folder and the checkpoint allow-list as the runner expects them,
+    restored afterwards."""
     saved_argv, saved_cwd = sys.argv, Path.cwd()
     sys.argv = argv
     os.chdir(cwd)
     try:
-        yield
+        with torch.serialization.safe_globals(list(RUNNER_CHECKPOINT_GLOBALS)):
+            yield
     finally:
         sys.argv = saved_argv
         os.chdir(saved_cwd)
@@ -150,8 +168,8 @@ def run_superb(task: str, upstream: str | Path, runner_args: Sequence[str], feat
     path = s3prl_root(hub, root)
     config = argv[argv.index("-c") + 1] if "-c" in argv else None
     if config is not None and not (path / config).is_file():
-        raise FileNotFoundError(f"{path / config}: s3prl's downstream config is missing (the PyPI package "
-                                "ships none); give --s3prl-root the s3prl/ folder of a checkout, or -c FILE")
+        raise MissingFileError(f"{path / config}: s3prl's downstream config is missing (the PyPI package "
+                                f"ships none): install s3prl from its source tree (see {VENV_DOC}), or give -c FILE")
     model = load_s3prl_upstream(upstream, features)
     register_upstream(hub, name, upstream_factory(upstream, features, prebuilt=model))
     expdir = experiment_dir(argv, path)

@@ -22,4 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--format", choices=sorted(FORMATS), required=True)
     p.add_argument("--quantize", choices=["int8"], default=None, help="onnx only: also write model.int8.onnx")
+    p.add_argument("--probes", action="append", metavar="PATH",
+                   help="hf only: a metrics.json of 'armdistill probe', or a directory searched for them, whose results "
+                        "for this student go in the model card (repeatable; the student's own run is always searched)")
     p.set_defaults(func=_export)

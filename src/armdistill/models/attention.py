@@ -44,6 +44,10 @@ from torch import Tensor, nn
 
 ReuseMode = Literal["paper", "explicit", "release"]
 REUSE_MODES: tuple[ReuseMode, ...] = get_args(ReuseMode)
+# How ``paper`` mode runs a reused map: recomputed inside SDPA, or stored and applied (the
+# ``explicit`` route). Same maths; a run-time choice (``Student.forward``), not part of a saved student.
+ReuseKernel = Literal["sdpa", "stored"]
+REUSE_KERNELS: tuple[ReuseKernel, ...] = get_args(ReuseKernel)
 
 
 @dataclass

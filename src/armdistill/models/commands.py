@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from armdistill.config import ConfigError
 from armdistill.models.attention import REUSE_MODES
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.release import RELEASE_PRESETS, import_release
@@ -26,7 +27,7 @@ def model_info(student: Student, seconds: float = 10.0) -> dict:
 
 def _info(args: argparse.Namespace) -> int:
     if (args.path is None) == (args.preset is None):
-        raise ValueError("give either a model directory PATH or --preset NAME")
+        raise ConfigError("give either a model directory PATH or --preset NAME")
     student = Student.from_preset(args.preset) if args.preset else Student.from_pretrained(args.path)
     if args.reuse_mode:
         student.reuse_mode = args.reuse_mode

@@ -6,9 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from armdistill.config import ConfigError, from_dict
+from armdistill.frames import WAV2VEC2_KERNELS_STRIDES
 from armdistill.models.attention import REUSE_MODES, ReuseMode
 
 ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
+# wav2vec 2.0 / HuBERT Base's CNN: 512 channels throughout
+WAV2VEC2_CNN: list[ConvSpec] = [(512, kernel, stride) for kernel, stride in WAV2VEC2_KERNELS_STRIDES]
 
 
 @dataclass
@@ -142,7 +145,7 @@ PRESETS: dict[str, StudentConfig] = {
     # DistilHuBERT (Chang et al., 2022): HuBERT Base's CNN, 2 layers of 768, three prediction heads
     # on the last layer for teacher layers 4/8/12; initialised from the teacher's first layers.
     "distilhubert": StudentConfig(
-        conv_layers=[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2, dim=768, ffn_dim=3072,
+        conv_layers=WAV2VEC2_CNN, dim=768, ffn_dim=3072,
         num_heads=12, num_layers=2, proj_dim=768, head_inputs=[1, 1, 1], feature_dropout=0.1,
         feature_grad_mult=0.1,
     ),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from armdistill.errors import FileFormatError
 from armdistill.io.safe_pickle import safe_torch_load
 from armdistill.keymap import FAIRSEQ_LAYOUT, KeyMap
 from armdistill.models.config import preset_config
@@ -35,11 +36,16 @@ def read_release_state(path: str | Path) -> dict[str, Tensor]:
     ckpt = safe_torch_load(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a Lightning checkpoint with a 'state_dict' mapping")
-    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+        raise FileFormatError(f"{path}: expected a Lightning checkpoint with a 'state_dict' mapping")
+    student = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(STUDENT_PREFIX)}
     if not student:
-        raise ValueError(f"{path}: no '{STUDENT_PREFIX}*' keys; is this a released distillation checkpoint?")
-    return {RELEASE_KEYS.rename(k): v for k, v in student.items()}
+        raise FileFormatError(f"{path}: no '{STUDENT_PREFIX}*' keys; is this a released distillation checkpoint?")
+    if not all(isinstance(v, Tensor) for v in student.values()):
+        raise FileFormatError(f"{path}: the '{STUDENT_PREFIX}*' entries of 'state_dict' are not all tensors")
+    try:
+        return {RELEASE_KEYS.rename(k): v for k, v in student.items()}
+    except FileFormatError as err:
+        raise FileFormatError(f"{path}: {err}") from None
 
 
 def _shape_mismatches(model: Student, state: dict[str, Tensor]) -> list[str]:
@@ -64,4 +70,4 @@ def import_release(path: str | Path, preset: str | None = None) -> Student:
             model.load_state_dict(state)
             return model
         report[name] = problems[:3]
-    raise ValueError(f"{path}: the student's tensors match no preset {candidates}; first differences: {report}")
+    raise FileFormatError(f"{path}: the student's tensors match no preset {candidates}; first differences: {report}")

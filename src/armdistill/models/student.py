@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
-from armdistill.models.attention import REUSE_MODES, AttentionState, ReuseMode
-from armdistill.models.config import StudentConfig, preset_config
+from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
+from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.io.hub import resolve_pretrained
+from armdistill.models.attention import REUSE_KERNELS, REUSE_MODES, AttentionState, ReuseKernel, ReuseMode
+from armdistill.models.config import StudentConfig, preset_config
+from armdistill.models.exported import from_hf_names, is_export, read_export
 from armdistill.models.frontend import FeatureExtractor
 from armdistill.models.layers import EncoderLayer, PositionalConv, scale_grad
 
@@ -141,6 +146,10 @@ class Student(nn.Module):
         return cls(preset_config(name, **overrides))
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors``; refused when any tensor is non-finite."""
+        bad = self.nonfinite_tensors()
+        if bad:
+            raise NonFiniteError(f"{directory}: not written: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])})")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
@@ -149,29 +158,50 @@ class Student(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> "Student":
-        """Load a directory written by :meth:`save_pretrained` (JSON + safetensors; no pickle)."""
-        directory = Path(directory)
+        """Load a directory written by :meth:`save_pretrained` or by ``armdistill export --format hf``
+        (JSON + safetensors; no pickle, no remote code), or a Hub id ``org/name[@revision]`` of either."""
+        directory = resolve_pretrained(directory, "student")
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing; expected a directory written by save_pretrained")
+                raise MissingFileError(f"{path}: missing; expected a directory written by save_pretrained")
         try:
             data = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
-        data.update(overrides)
-        model = cls(StudentConfig.from_dict(data))
-        state = load_file(str(weights_path))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights_path}: weights do not match config: missing {missing}, unexpected {unexpected}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cfg_path}: expected a JSON object of student settings, got {type(data).__name__}")
+        try:
+            if is_export(data):
+                data, state = read_export(directory, data, weights_path)
+            else:
+                state = load_file(str(weights_path))
+        except SafetensorError as err:
+            raise FileFormatError(f"{directory}: its weights are not readable safetensors ({err})") from None
+        try:
+            model = cls(StudentConfig.from_dict({**data, **overrides}))
+        except ConfigError as err:
+            raise ConfigError(f"{cfg_path}: {err}") from None
+        expected = model.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
+        problems += [f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} by {CONFIG_NAME}"
+                     for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        if problems:
+            raise FileFormatError(f"{weights_path}: the weights do not match {cfg_path} ({len(problems)} tensors): "
+                                  f"{'; '.join(problems[:3])}")
+        model.load_state_dict(state)
         return model
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of the weights and buffers holding a NaN or an infinity (empty when all are finite)."""
+        return nonfinite_names(self.state_dict())
 
     def init_from_teacher(self, teacher_state: dict[str, Tensor]) -> list[str]:
         """Copy every tensor of a transformers wav2vec2-family state dict whose name and shape
         match ours (our names follow that layout): the CNN, feature projection, positional
         convolution and the first layers, as DistilHuBERT initialises. Returns the copied names."""
-        renamed = {("mask_embedding" if k == "masked_spec_embed" else k): v for k, v in teacher_state.items()}
+        renamed = from_hf_names(teacher_state)
         own = self.state_dict()
         copied = [k for k, v in renamed.items() if k in own and own[k].shape == v.shape]
         self.load_state_dict({k: renamed[k] for k in copied}, strict=False)
@@ -208,13 +238,21 @@ class Student(nn.Module):
         lengths: Tensor | None = None,
         mask: Tensor | None = None,
         output_attentions: bool = False,
+        kernel: ReuseKernel = "sdpa",
     ) -> StudentOutput:
         """wav ``[batch, samples]`` (16 kHz); lengths ``[batch]`` valid samples; mask
-        ``[batch, frames]`` bool, frames replaced by the learned mask embedding."""
+        ``[batch, frames]`` bool, frames replaced by the learned mask embedding.
+
+        ``kernel`` applies to ``paper`` mode: ``sdpa`` recomputes a reused map inside SDPA,
+        ``stored`` keeps each computed map and applies it (the ``explicit`` route; same maths).
+        """
         if wav.dim() != 2:
             raise ValueError(f"wav: expected [batch, samples], got shape {tuple(wav.shape)}")
+        if kernel not in REUSE_KERNELS:
+            raise ValueError(f"kernel: {kernel!r} is not one of {list(REUSE_KERNELS)}")
+        mode = "explicit" if kernel == "stored" and self.config.reuse_mode == "paper" else self.config.reuse_mode
         # The release's plain GroupNorm over padding (the table in models/attention.py).
-        exact = self.config.reuse_mode != "release"
+        exact = mode != "release"
         feats, frame_lengths = self.feature_extractor(wav, lengths, exact_padding=exact)
         feats = scale_grad(feats, self.config.feature_grad_mult)
         x = self.feature_projection(feats)
@@ -223,7 +261,7 @@ class Student(nn.Module):
             if mask.shape != x.shape[:2]:
                 raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
-        hidden, maps = self.encoder(x, pad, self.config.reuse_mode, output_attentions)
+        hidden, maps = self.encoder(x, pad, mode, output_attentions)
         projections = None
         if self.heads is not None:
             projections = tuple(head(hidden[i + 1]) for head, i in zip(self.heads, self.config.head_layers))

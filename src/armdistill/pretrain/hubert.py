@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,8 +24,10 @@ from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from armdistill.config import ConfigError
 from armdistill.data.audio import load_audio
+from armdistill.data.augment import AugmentConfig, Augmenter, change_speed, stretch_index
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
+from armdistill.errors import DataError
 from armdistill.frames import conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
@@ -39,6 +41,8 @@ class PretrainConfig:
     corpus: str = ""
     out_dir: str = "teacher"
     targets: Literal["phones", "kmeans"] = "phones"
+    # pre-ln: the shipped teacher's stable layout; base: HuBERT Base's post-LN layers
+    layout: Literal["pre-ln", "base"] = "pre-ln"
     num_clusters: int = 100
     conv_channels: int = 128
     dim: int = 256
@@ -57,6 +61,8 @@ class PretrainConfig:
     mask_length: int = 10
     seed: int = 0
     device: str = "auto"
+    # waveform augmentation of the training crops (off unless augment.prob > 0); units stay the clean audio's
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.targets not in ("phones", "kmeans"):
@@ -69,11 +75,12 @@ class PretrainConfig:
 
 
 def hubert_config(cfg: PretrainConfig) -> HubertConfig:
-    """Pre-LN (stable) layers: post-LN diverged here at this scale; GroupNorm front end as Base."""
+    """GroupNorm front end as Base; pre-LN layers (``layout="pre-ln"``: stable at this scale, where
+    post-LN once diverged) or HuBERT Base's post-LN layers (``layout="base"``)."""
     return HubertConfig(
         conv_dim=(cfg.conv_channels,) * 7, conv_kernel=CONV_KERNELS, conv_stride=CONV_STRIDES, conv_bias=False,
         feat_extract_norm="group", hidden_size=cfg.dim, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_dim, do_stable_layer_norm=True,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_dim, do_stable_layer_norm=cfg.layout == "pre-ln",
         num_conv_pos_embeddings=cfg.pos_conv_kernel, num_conv_pos_embedding_groups=16, layerdrop=0.0,
         mask_time_prob=0.05, apply_spec_augment=True, hidden_dropout=0.1, attention_dropout=0.1,
         activation_dropout=0.0, feat_proj_dropout=0.0,
@@ -113,7 +120,7 @@ def load_unit_corpus(corpus: str | Path, targets: str, num_clusters: int, seed: 
     if targets == "phones":
         alignments = [json.loads(line) for line in label_path(manifest_path, "ali.jsonl").read_text().splitlines()]
         if len(alignments) != len(wavs):
-            raise ValueError(f"{manifest_path}: {len(wavs)} utterances but {len(alignments)} alignments")
+            raise DataError(f"{manifest_path}: {len(wavs)} utterances but {len(alignments)} alignments")
         labels = [frame_labels(ali, _frames(len(w))) for ali, w in zip(alignments, wavs)]
         inventory = sorted({p for seq in labels for p in seq})
         index = {p: i for i, p in enumerate(inventory)}
@@ -130,18 +137,36 @@ def load_unit_corpus(corpus: str | Path, targets: str, num_clusters: int, seed: 
     return UnitCorpus(wavs, units, [str(i) for i in range(num_clusters)])
 
 
-def _batch(corpus: UnitCorpus, cfg: PretrainConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """Equal-length random crops (no padding): ``[B, samples]`` and their units ``[B, frames]``."""
+def _batch(
+    corpus: UnitCorpus, cfg: PretrainConfig, rng: np.random.Generator, augmenter: Augmenter
+) -> tuple[Tensor, Tensor]:
+    """Equal-length random crops (no padding): ``[B, samples]`` and their units ``[B, frames]``.
+
+    An augmented crop at speed ``s`` is cut ``s`` times as long from the source (at most the
+    whole utterance) and resampled to the crop length; its units are the source frames under
+    each output frame.
+    """
     idx = rng.choice(len(corpus.wavs), size=cfg.batch_size, replace=len(corpus.wavs) < cfg.batch_size)
     hop = 320
     crop = min(int(cfg.crop_seconds * 16000), *(len(corpus.wavs[i]) for i in idx))
     frames = _frames(crop)
     wavs, units = [], []
     for i in idx:
+        wav, unit = corpus.wavs[i], corpus.units[i]
+        speed = augmenter.draw(rng)
+        source = crop if speed is None else min(len(wav), int(round(crop * speed)))
         # Crops start on a frame boundary so the units of frame t stay those of the full utterance.
-        start_frame = int(rng.integers(0, (len(corpus.wavs[i]) - crop) // hop + 1))
-        wavs.append(corpus.wavs[i][start_frame * hop : start_frame * hop + crop])
-        units.append(corpus.units[i][start_frame : start_frame + frames])
+        start_frame = int(rng.integers(0, (len(wav) - source) // hop + 1))
+        segment = wav[start_frame * hop : start_frame * hop + source]
+        if speed is None:
+            wavs.append(segment)
+            units.append(unit[start_frame : start_frame + frames])
+            continue
+        factor = source / crop
+        seg = change_speed(segment.numpy(), factor) if source != crop else segment.numpy()
+        wavs.append(torch.from_numpy(augmenter(seg, rng)))
+        src = start_frame + stretch_index(frames, factor, len(unit) - start_frame)
+        units.append(unit[torch.from_numpy(src)])
     return torch.stack(wavs), torch.stack(units)
 
 
@@ -164,12 +189,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     mask_cfg = MaskConfig(mask_prob=cfg.mask_prob, mask_length=cfg.mask_length)
+    augmenter = Augmenter(cfg.augment)
     cnn_params = list(model.feature_extractor.parameters())
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     history = []
     bar = tqdm(range(cfg.steps), desc="pretrain")
     for step in bar:
-        wav, units = _batch(corpus, cfg, rng)
+        wav, units = _batch(corpus, cfg, rng, augmenter)
         mask = compute_mask(units.shape[0], units.shape[1], None, mask_cfg, rng)
         wav, units, mask = wav.to(device), units.to(device), mask.to(device)
         with autocast:

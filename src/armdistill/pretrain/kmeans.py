@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from armdistill.errors import DataError
+
 
 def kmeans(x: Tensor, k: int, iters: int = 25, seed: int = 0, fit_frames: int = 200_000) -> Tensor:
     """Cluster ``x [N, D]`` into ``k`` clusters; returns the assignment ``[N]`` (int64)."""
     if x.shape[0] < k:
-        raise ValueError(f"kmeans: {x.shape[0]} frames are fewer than k={k} clusters")
+        raise DataError(f"kmeans: {x.shape[0]} frames are fewer than k={k} clusters")
     g = torch.Generator().manual_seed(seed)
     sample = x[torch.randperm(x.shape[0], generator=g)[:fit_frames]].float()
     centres = sample[torch.randint(len(sample), (1,), generator=g)]

@@ -122,6 +122,19 @@ def build_alignment(synthesis: Synthesis, words: Sequence[str], num_samples: int
     }
 
 
+def scale_alignment(alignment: dict, speed: float, num_samples: int, sample_rate: int) -> dict:
+    """The alignment of the same audio played ``speed`` times faster, now ``num_samples`` long."""
+    duration = _seconds(num_samples, sample_rate)
+
+    def rescale(segments: list[dict]) -> list[dict]:
+        return [{**seg, "start": min(duration, round(seg["start"] / speed, 6)),
+                 "end": min(duration, round(seg["end"] / speed, 6))} for seg in segments]
+
+    phones = rescale(alignment["phones"])
+    phones[-1]["end"] = duration
+    return {**alignment, "duration": duration, "phones": phones, "words": rescale(alignment["words"])}
+
+
 def spoken_phones(alignment: dict) -> list[str]:
     """The phone sequence without silences (the CTC target)."""
     return [seg["phone"] for seg in alignment["phones"] if seg["phone"] != SILENCE]

@@ -1,4 +1,5 @@
-"""``armdistill synth OUT --minutes M --seed S [--workers N] [--task speech|ks]``."""
+"""``armdistill synth OUT --minutes M --seed S [--workers N] [--task speech|ks] [--speakers demo|wide]
+[--augment]``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 from armdistill.synth.corpus import TASKS, generate, load_meta
 from armdistill.synth.espeak import EspeakUnavailableError
+from armdistill.synth.speakers import SPEAKER_TABLES
 
 
 def _default_workers() -> int:
@@ -27,13 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for sentences, speaker splits and clip variation")
     parser.add_argument("--workers", type=int, default=_default_workers(), help="synthesis processes")
     parser.add_argument("--task", choices=TASKS, default="speech", help="speech corpus or keyword spotting")
+    parser.add_argument("--speakers", choices=SPEAKER_TABLES, default="demo",
+                        help="speaker table: demo (16 voice variants, moderate prosody) or wide (every "
+                        "variant, wide rate/pitch/range; fixed held-out test variants)")
+    parser.add_argument("--augment", action="store_true",
+                        help="augment every utterance (noise, speed, reverberation, band-limiting, gain), seeded")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     before = load_meta(args.out, args.task)
     try:
-        meta = generate(args.out, args.minutes, seed=args.seed, workers=args.workers, task=args.task)
+        meta = generate(args.out, args.minutes, seed=args.seed, workers=args.workers, task=args.task,
+                        speakers=args.speakers, augment=args.augment)
     except EspeakUnavailableError as err:
         print(f"armdistill synth: error: {err}", file=sys.stderr)
         return 2

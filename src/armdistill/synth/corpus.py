@@ -9,8 +9,13 @@ Speech corpus (``task="speech"``), under ``OUT``:
 Keyword spotting (``task="ks"``): ``ks_{train,valid,test}.tsv`` with ``.lbl`` and ``.spk``,
   audio in ``OUT/audio/ks_{split}/``, ``ks_meta.json``. valid and test speakers are held out.
 
-The plan depends only on (task, minutes, seed), so labels and lengths are reproducible whatever
-the number of workers. Durations are planned from an estimate; ``meta`` records the real ones.
+``speakers="wide"`` draws from every eSpeak NG voice variant with wide prosody (``speakers.py``);
+``augment=True`` passes every utterance through ``data.augment.SYNTH_AUGMENT`` with its own seed
+(noise, speed, reverberation, band-limiting, gain), alignments rescaled to the new speed; the
+sentences and speakers are those of the same corpus without augmentation.
+
+The plan depends only on (task, minutes, seed, speakers, augment), so labels and lengths are
+reproducible whatever the number of workers. Durations are planned from an estimate; ``meta`` records the real ones.
 """
 
 from __future__ import annotations
@@ -23,17 +28,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from armdistill.config import ConfigError, to_dict
+from armdistill.data.augment import SYNTH_AUGMENT
 from armdistill.data.manifest import label_path, write_manifest
+from armdistill.errors import FileFormatError
 from armdistill.synth import grammar
 from armdistill.synth.espeak import require_espeak
 from armdistill.synth.phones import INVENTORY
 from armdistill.synth.render import SAMPLE_RATE, UtteranceSpec, init_worker, render_chunk
-from armdistill.synth.speakers import LANGUAGE, SPEAKERS, Speaker, split_speakers
+from armdistill.synth.speakers import LANGUAGE, Speaker, SpeakerTable, speaker_table, split_speakers
 
 Task = Literal["speech", "ks"]
 TASKS: tuple[str, ...] = ("speech", "ks")
@@ -63,18 +72,28 @@ def _unique_sentence(rng: np.random.Generator, used: set[tuple[str, ...]]) -> tu
     raise RuntimeError("the grammar ran out of new sentences; lower --minutes")
 
 
-def plan_speech(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
+def _with_augment_seeds(plan: dict[str, list[UtteranceSpec]], seed: int) -> dict[str, list[UtteranceSpec]]:
+    """The same plan, each utterance with its own augmentation seed (a stream of its own, so the
+    sentences and speakers are those of the plan without augmentation)."""
+    rng = np.random.default_rng([seed, 4])
+    return {split: [replace(spec, augment_seed=int(rng.integers(2**31))) for spec in specs]
+            for split, specs in plan.items()}
+
+
+def plan_speech(
+    minutes: float, seed: int, speakers: SpeakerTable = "demo", augment: bool = False
+) -> dict[str, list[UtteranceSpec]]:
     """Utterances per split, each split filled round-robin over its speakers up to its share."""
     rng = np.random.default_rng([seed, 2])
-    groups = split_speakers(seed)
+    groups = split_speakers(seed, speakers)
     used: set[tuple[str, ...]] = set()
     plan: dict[str, list[UtteranceSpec]] = {}
     seen_in_train: list[Speaker] = []
     for split, share in SPEECH_SPLITS.items():
-        speakers = {"train": groups["seen"], "test": groups["test"]}.get(split, seen_in_train)
+        pool = {"train": groups["seen"], "test": groups["test"]}.get(split, seen_in_train)
         budget, total, specs = minutes * 60.0 * share, 0.0, []
         while total < budget or not specs:
-            speaker = speakers[len(specs) % len(speakers)]
+            speaker = pool[len(specs) % len(pool)]
             words = _unique_sentence(rng, used)
             uid = f"{split}-{len(specs):06d}-{speaker.id}"
             specs.append(UtteranceSpec(uid, f"audio/{split}/{uid}.flac", speaker, words))
@@ -82,15 +101,17 @@ def plan_speech(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
         if split == "train":
             seen_in_train = [s for s in groups["seen"] if any(spec.speaker == s for spec in specs)]
         plan[split] = specs
-    return plan
+    return _with_augment_seeds(plan, seed) if augment else plan
 
 
-def plan_ks(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
+def plan_ks(
+    minutes: float, seed: int, speakers: SpeakerTable = "demo", augment: bool = False
+) -> dict[str, list[UtteranceSpec]]:
     """Single-word clips: ten keywords and "_unknown_" in equal shares, speakers round-robin."""
     rng = np.random.default_rng([seed, 3])
-    groups = split_speakers(seed)
+    groups = split_speakers(seed, speakers)
     ks_valid = set(groups["ks_valid"])
-    speakers = {
+    pools = {
         "ks_train": [s for s in groups["seen"] if s not in ks_valid],
         "ks_valid": groups["ks_valid"],
         "ks_test": groups["test"],
@@ -104,7 +125,7 @@ def plan_ks(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
         for i in range(count):
             label = classes[i % len(classes)]
             word = unknown[int(rng.integers(len(unknown)))] if label == grammar.UNKNOWN_LABEL else label
-            speaker = speakers[split][i % len(speakers[split])]
+            speaker = pools[split][i % len(pools[split])]
             uid = f"{split}-{i:06d}-{speaker.id}"
             specs.append(
                 UtteranceSpec(
@@ -115,7 +136,7 @@ def plan_ks(minutes: float, seed: int) -> dict[str, list[UtteranceSpec]]:
                 )
             )
         plan[split] = specs
-    return plan
+    return _with_augment_seeds(plan, seed) if augment else plan
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -192,8 +213,14 @@ def _keep(
     return kept, rejected
 
 
-def _args(task: Task, minutes: float, seed: int) -> dict:
-    return {"task": task, "minutes": float(minutes), "seed": int(seed), "version": GENERATOR_VERSION}
+def _args(task: Task, minutes: float, seed: int, speakers: SpeakerTable, augment: bool) -> dict:
+    args = {"task": task, "minutes": float(minutes), "seed": int(seed), "version": GENERATOR_VERSION}
+    # Recorded only when not the default, so corpora generated before these options stay cached.
+    if speakers != "demo":
+        args["speakers"] = speakers
+    if augment:
+        args["augment"] = to_dict(SYNTH_AUGMENT)
+    return args
 
 
 def load_meta(out: str | Path, task: Task = "speech") -> dict | None:
@@ -204,7 +231,7 @@ def load_meta(out: str | Path, task: Task = "speech") -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
+        raise FileFormatError(f"{path}: not valid JSON ({err}); delete it to regenerate the corpus") from None
 
 
 def generate(
@@ -214,6 +241,8 @@ def generate(
     workers: int = 2,
     task: Task = "speech",
     log: Callable[[str], None] | None = None,
+    speakers: SpeakerTable = "demo",
+    augment: bool = False,
 ) -> dict:
     """Generate the corpus for ``task`` under ``out`` unless it exists with the same arguments.
 
@@ -221,13 +250,13 @@ def generate(
     interrupted run is never mistaken for a finished one).
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     if not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise ConfigError(f"minutes must be positive, got {minutes}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     out = Path(out)
-    args = _args(task, minutes, seed)
+    args = _args(task, minutes, seed, speakers, augment)
     meta = load_meta(out, task)
     if meta is not None and meta.get("args") == args:
         return meta
@@ -235,7 +264,7 @@ def generate(
     meta_path(out, task).unlink(missing_ok=True)
 
     start = time.perf_counter()
-    plan = plan_speech(minutes, seed) if task == "speech" else plan_ks(minutes, seed)
+    plan = (plan_speech if task == "speech" else plan_ks)(minutes, seed, speakers, augment)
     for split in plan:
         shutil.rmtree(out / "audio" / split, ignore_errors=True)
     specs = [spec for split_specs in plan.values() for spec in split_specs]
@@ -254,7 +283,7 @@ def generate(
         "phone_inventory": list(INVENTORY) if task == "speech" else None,
         "labels": list(grammar.KEYWORDS) + [grammar.UNKNOWN_LABEL] if task == "ks" else None,
         "speakers": {split: sorted({r["speaker"] for r in rs}) for split, rs in kept.items()},
-        "speaker_table": {s.id: s.to_dict() for s in SPEAKERS},
+        "speaker_table": {s.id: s.to_dict() for s in speaker_table(speakers)},
         "counts": {
             split: {"utterances": len(rs), "seconds": round(sum(r["num_samples"] for r in rs) / SAMPLE_RATE, 3)}
             for split, rs in kept.items()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from armdistill.errors import UserError
+
 INSTALL_HINT = "speech synthesis needs eSpeak NG: pip install 'armdistill[synth]'"
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -26,6 +28,7 @@ _EVENT_WORD = 1
 _EVENT_PHONEME = 7
 
 _PARAM_RATE = 1
+_PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
 
@@ -80,7 +83,7 @@ class Synthesis:
     phonemes: list[PhonemeEvent]
 
 
-class EspeakUnavailableError(RuntimeError):
+class EspeakUnavailableError(UserError, RuntimeError):
     """The optional eSpeak NG dependency is missing or incomplete."""
 
 
@@ -153,13 +156,17 @@ class Synthesizer:
             i += 1
         return 0
 
-    def set_voice(self, language: str, variant: str, rate: int, pitch: int, pitch_range: int) -> None:
-        """Select ``language+variant`` and the prosody (rate in words/minute, pitch and range 0-100)."""
+    def set_voice(
+        self, language: str, variant: str, rate: int, pitch: int, pitch_range: int, volume: int = 100
+    ) -> None:
+        """Select ``language+variant``, the prosody (rate in words/minute, pitch and range 0-100)
+        and the amplitude (0-200, eSpeak's default 100)."""
         if variant not in self._variants:
             raise ValueError(f"voice variant {variant!r} is not in {self._data / 'voices' / '!v'}")
         if self._lib.espeak_SetVoiceByName(f"{language}+{variant}".encode()) != 0:
             raise ValueError(f"eSpeak NG rejected voice {language}+{variant}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range)):
+        settings = ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume))
+        for param, value in settings:
             if self._lib.espeak_SetParameter(param, int(value), 0) != 0:
                 raise ValueError(f"eSpeak NG rejected parameter {param}={value}")
 

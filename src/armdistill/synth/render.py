@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from armdistill.synth.alignments import AlignmentError, build_alignment, spoken_phones
+from armdistill.data.augment import SYNTH_AUGMENT, Augmenter
+from armdistill.synth.alignments import AlignmentError, build_alignment, scale_alignment, spoken_phones
 from armdistill.synth.phones import UnknownPhoneError
 from armdistill.synth.speakers import LANGUAGE, Speaker
 
@@ -37,6 +38,7 @@ class UtteranceSpec:
     peak: float = 0.0
     snr_db: float | None = None
     noise_seed: int = 0
+    augment_seed: int | None = None  # set: the audio is augmented (``SYNTH_AUGMENT``) with this seed
 
 
 _synth = None
@@ -73,7 +75,7 @@ def render(spec: UtteranceSpec, out_dir: Path) -> dict:
     if _synth is None:
         raise RuntimeError("render() runs in a worker started with init_worker()")
     s = spec.speaker
-    _synth.set_voice(LANGUAGE, s.variant, s.rate, s.pitch, s.pitch_range)
+    _synth.set_voice(LANGUAGE, s.variant, s.rate, s.pitch, s.pitch_range, s.volume)
     synthesis = _synth.synthesize(" ".join(spec.words))
     audio = resample_poly(synthesis.audio, _UP, _DOWN).astype(np.float32)
     try:
@@ -84,6 +86,9 @@ def render(spec: UtteranceSpec, out_dir: Path) -> dict:
         return {"uid": spec.uid, "rejected": "word_mismatch", "reason": str(err)}
     if spec.label is not None:
         audio = _pad_and_noise(audio, spec)
+    if spec.augment_seed is not None:
+        audio, speed = Augmenter(SYNTH_AUGMENT, SAMPLE_RATE).augment(audio, np.random.default_rng(spec.augment_seed))
+        alignment = scale_alignment(alignment, speed, len(audio), SAMPLE_RATE)
     path = out_dir / spec.rel_path
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")

@@ -2,6 +2,6 @@
 
 from armdistill.teachers.convert import load_original
 from armdistill.teachers.teacher import Teacher, TeacherOutput
-from armdistill.teachers.tiny import make_random_model, make_random_teacher
+from armdistill.teachers.tiny import make_base_model, make_random_model, make_random_teacher
 
-__all__ = ["Teacher", "TeacherOutput", "load_original", "make_random_model", "make_random_teacher"]
+__all__ = ["Teacher", "TeacherOutput", "load_original", "make_base_model", "make_random_model", "make_random_teacher"]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from transformers import HubertModel, PreTrainedModel, Wav2Vec2Model, WavLMModel
 
+from armdistill.errors import FileFormatError
 from armdistill.io.safe_pickle import safe_torch_load
 from armdistill.keymap import FAIRSEQ_LAYOUT, KeyMap
 from armdistill.teachers.fairseq_config import split_config, transformers_config
@@ -45,7 +46,7 @@ def detect_kind(model_cfg: dict[str, Any], weights: dict[str, Tensor]) -> str:
     if name.startswith("wav2vec2"):
         return "wav2vec2"
     if name:
-        raise ValueError(f"model {name!r} is not supported; expected a HuBERT, wav2vec 2.0 or WavLM checkpoint")
+        raise FileFormatError(f"model {name!r} is not supported; expected a HuBERT, wav2vec 2.0 or WavLM checkpoint")
     if any(".relative_attention_bias." in k or ".grep_linear." in k for k in weights):
         return "wavlm"
     if any(k.startswith(("quantizer.", "project_q.")) for k in weights):
@@ -55,8 +56,8 @@ def detect_kind(model_cfg: dict[str, Any], weights: dict[str, Tensor]) -> str:
 
 def _weights(ckpt: dict[str, Any]) -> dict[str, Tensor]:
     weights = ckpt.get("model_weight", ckpt.get("model"))
-    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
-        raise ValueError("expected a state dict of tensors under 'model' (or 'model_weight')")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()):
+        raise FileFormatError("expected a state dict of tensors under 'model' (or 'model_weight')")
     return weights
 
 
@@ -75,9 +76,9 @@ def model_from_original(ckpt: dict[str, Any]) -> tuple[PreTrainedModel, bool]:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches between the weights and the config
-        raise ValueError(f"{kind} checkpoint does not match its config: {err}") from None
+        raise FileFormatError(f"{kind} checkpoint does not match its config: {err}") from None
     if missing or unexpected:
-        raise ValueError(
+        raise FileFormatError(
             f"{kind} checkpoint does not match its config: missing {sorted(missing)[:8]}, "
             f"unexpected {sorted(unexpected)[:8]}"
         )
@@ -88,8 +89,10 @@ def load_original(path: str | Path) -> tuple[PreTrainedModel, bool]:
     """Read a fairseq HuBERT / wav2vec 2.0, unilm WavLM or s3prl-converted ``.pt`` file."""
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+        raise FileFormatError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
     try:
         return model_from_original(ckpt)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+    except FileFormatError as err:
+        raise FileFormatError(f"{path}: {err}") from None
+    except RecursionError:  # a pickle can hold a container that contains itself
+        raise FileFormatError(f"{path}: the checkpoint's config nests too deeply (or contains itself)") from None

@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import HubertConfig, PretrainedConfig, Wav2Vec2Config, WavLMConfig
 
+from armdistill.errors import FileFormatError
 from armdistill.io.safe_pickle import StandIn
 
 # fairseq's HuBERT / wav2vec 2.0 / WavLM defaults, used where a legacy config omits a field.
@@ -54,13 +55,13 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
     try:
         tree = ast.parse(spec.strip(), mode="eval")
     except SyntaxError as err:
-        raise ValueError(f"conv_feature_layers {spec!r} is not a list expression: {err.msg}") from None
+        raise FileFormatError(f"conv_feature_layers {spec!r} is not a list expression: {err.msg}") from None
     value = _literal(tree.body, spec)
     if not isinstance(value, list) or not value:
-        raise ValueError(f"conv_feature_layers {spec!r}: expected a non-empty list of (channels, kernel, stride)")
+        raise FileFormatError(f"conv_feature_layers {spec!r}: expected a non-empty list of (channels, kernel, stride)")
     for item in value:
         if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(v, int) and v > 0 for v in item)):
-            raise ValueError(f"conv_feature_layers {spec!r}: {item!r} is not a (channels, kernel, stride) triple")
+            raise FileFormatError(f"conv_feature_layers {spec!r}: {item!r} is not a (channels, kernel, stride) triple")
     return value
 
 
@@ -79,8 +80,8 @@ def _literal(node: ast.AST, spec: str) -> Any:
             return left * right
         if isinstance(node.op, ast.Mult) and isinstance(left, int) and isinstance(right, list):
             return right * left
-        raise ValueError(f"conv_feature_layers {spec!r}: unsupported operands {left!r}, {right!r}")
-    raise ValueError(f"conv_feature_layers {spec!r}: {type(node).__name__} is not allowed (list/tuple/int, + and * only)")
+        raise FileFormatError(f"conv_feature_layers {spec!r}: unsupported operands {left!r}, {right!r}")
+    raise FileFormatError(f"conv_feature_layers {spec!r}: {type(node).__name__} is not allowed (list/tuple/int, + and * only)")
 
 
 def plain(obj: Any) -> Any:
@@ -97,7 +98,7 @@ def plain(obj: Any) -> Any:
             return plain(args[0])
         if isinstance(state, dict):
             return plain(state)
-        raise ValueError(f"cannot read config value {obj!r}")
+        raise FileFormatError(f"cannot read config value {obj!r}")
     return obj
 
 
@@ -113,7 +114,7 @@ def split_config(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     args = plain(ckpt.get("args"))
     if isinstance(args, dict):  # legacy fairseq: one namespace for model and task
         return args, args
-    raise ValueError("no model config found (expected 'cfg', 'args' or 'model_cfg')")
+    raise FileFormatError("no model config found (expected 'cfg', 'args' or 'model_cfg')")
 
 
 def _get(cfg: dict[str, Any], key: str) -> Any:
@@ -124,16 +125,16 @@ def _get(cfg: dict[str, Any], key: str) -> Any:
 def transformers_config(kind: str, model_cfg: dict[str, Any]) -> PretrainedConfig:
     """The transformers config of a fairseq-family model config; layer drop off (frozen teachers)."""
     if kind not in CONFIG_CLASSES:
-        raise ValueError(f"unsupported teacher kind {kind!r}; expected one of {sorted(CONFIG_CLASSES)}")
+        raise FileFormatError(f"unsupported teacher kind {kind!r}; expected one of {sorted(CONFIG_CLASSES)}")
     if model_cfg.get("layer_type", "transformer") != "transformer":
-        raise ValueError(f"layer_type {model_cfg['layer_type']!r} is not supported (plain Transformer layers only)")
+        raise FileFormatError(f"layer_type {model_cfg['layer_type']!r} is not supported (plain Transformer layers only)")
     if (model_cfg.get("pos_conv_depth") or 1) != 1:
-        raise ValueError(f"pos_conv_depth {model_cfg['pos_conv_depth']} is not supported (one positional conv only)")
+        raise FileFormatError(f"pos_conv_depth {model_cfg['pos_conv_depth']} is not supported (one positional conv only)")
     if kind == "wavlm" and model_cfg.get("relative_position_embedding") is False:
-        raise ValueError("WavLM configs without relative_position_embedding are not supported")
+        raise FileFormatError("WavLM configs without relative_position_embedding are not supported")
     mode = _get(model_cfg, "extractor_mode")
     if mode not in ("default", "layer_norm"):
-        raise ValueError(f"extractor_mode {mode!r}: expected 'default' or 'layer_norm'")
+        raise FileFormatError(f"extractor_mode {mode!r}: expected 'default' or 'layer_norm'")
     conv = parse_conv_layers(_get(model_cfg, "conv_feature_layers"))
     mask_prob = float(_get(model_cfg, "mask_prob"))
     fields: dict[str, Any] = dict(

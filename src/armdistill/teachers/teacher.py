@@ -5,6 +5,7 @@ statistics (and waveform normalisation) use each utterance's valid samples only:
 in a padded batch gets the layer outputs it gets alone. The encoder is the transformers one,
 called with a frame-level attention mask; layer outputs are collected with forward hooks, so
 each is exactly what its layer emits (pre-LN stacks: before the encoder's final LayerNorm).
+Attention runs through SDPA by default, WavLM's too (``teachers/attention.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModel, PreTrainedModel, Wav2Vec2FeatureExtractor
+from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
+from armdistill.errors import FileFormatError
+from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
+from armdistill.io.hub import resolve_pretrained
+from armdistill.teachers.attention import set_attention
 from armdistill.teachers.convert import load_original
+from armdistill.teachers.model_dir import load_model_dir
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 # fairseq / unilm normalise waveforms with F.layer_norm's default epsilon.
@@ -49,10 +55,10 @@ def read_normalize(directory: Path) -> bool:
         return False
     try:
         value = json.loads(path.read_text()).get("do_normalize", False)
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise FileFormatError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
     if not isinstance(value, bool):
-        raise ValueError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
+        raise FileFormatError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
     return value
 
 
@@ -71,46 +77,74 @@ def normalize_waveform(wav: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 class Teacher(nn.Module):
-    """Frozen teacher: ``layer_outputs(wav, lengths, mask)`` -> :class:`TeacherOutput`."""
+    """Frozen teacher: ``layer_outputs(wav, lengths, mask)`` -> :class:`TeacherOutput`.
 
-    def __init__(self, model: PreTrainedModel, normalize: bool = False, batch_masked: bool = True):
+    ``batch_masked``: the masked and unmasked encoder passes run as one batch;
+    ``share_front_end``: they share one CNN pass (False runs the CNN for each, as the release did);
+    ``sdpa``: self-attention through SDPA, else transformers' eager kernel (same maths).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        normalize: bool = False,
+        batch_masked: bool = True,
+        share_front_end: bool = True,
+        sdpa: bool = True,
+    ):
         super().__init__()
         for name in ("feature_extractor", "feature_projection", "encoder"):
             if not hasattr(model, name):
-                raise ValueError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
+                raise FileFormatError(f"{type(model).__name__} has no {name}: not a wav2vec 2.0-family speech model")
         for i, layer in enumerate(model.feature_extractor.conv_layers):
             if not isinstance(getattr(layer, "conv", None), nn.Conv1d) or not hasattr(layer, "activation"):
-                raise ValueError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
+                raise FileFormatError(f"{type(model).__name__}: conv layer {i} is not conv -> norm -> activation")
         self.model = model
         model.config.layerdrop = 0.0
         model.requires_grad_(False)
         self.normalize = bool(normalize)
         self.batch_masked = bool(batch_masked)
+        self.share_front_end = bool(share_front_end)
+        self.sdpa = bool(sdpa)
+        set_attention(model, self.sdpa)
         self.kernels_strides = [
             (layer.conv.kernel_size[0], layer.conv.stride[0]) for layer in model.feature_extractor.conv_layers
         ]
         self.downsample = math.prod(stride for _, stride in self.kernels_strides)
         self.num_layers = len(model.encoder.layers)
         self.dim = int(model.config.hidden_size)
+        # pre-LN ("stable layer norm": HuBERT/WavLM Large, XLS-R) vs post-LN (Base models, data2vec-audio,
+        # whose config has no such flag); decides loss.target_norm "auto"
+        self.pre_ln = bool(getattr(model.config, "do_stable_layer_norm", False))
         self.train(False)
 
     # -- construction / persistence -------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path, normalize: bool | None = None, batch_masked: bool = True) -> "Teacher":
-        """A transformers model directory, or a fairseq / unilm / s3prl ``.pt`` file.
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        normalize: bool | None = None,
+        batch_masked: bool = True,
+        share_front_end: bool = True,
+        sdpa: bool = True,
+    ) -> "Teacher":
+        """A transformers model directory, a fairseq / unilm / s3prl ``.pt`` file, or a Hub id
+        ``org/name[@revision]`` of a transformers model.
 
         ``normalize`` None keeps the checkpoint's own waveform-normalisation flag.
         """
-        path = Path(path)
+        path = resolve_pretrained(path, "teacher")
         if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path}: no config.json (expected a transformers model directory)")
-            model, stored = AutoModel.from_pretrained(path), read_normalize(path)
-        elif path.is_file():
-            model, stored = load_original(path)
+            model, stored = load_model_dir(path), read_normalize(path)
         else:
-            raise FileNotFoundError(f"{path}: no such teacher checkpoint file or directory")
-        return cls(model, stored if normalize is None else normalize, batch_masked)
+            model, stored = load_original(path)
+        bad = nonfinite_names(model.state_dict())
+        if bad:
+            raise FileFormatError(f"{path}: {len(bad)} teacher tensors hold NaN or inf values ({', '.join(bad[:3])})")
+        try:
+            return cls(model, stored if normalize is None else normalize, batch_masked, share_front_end, sdpa)
+        except FileFormatError as err:  # a transformers model of another family
+            raise FileFormatError(f"{path}: {err}") from None
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the transformers model and a ``preprocessor_config.json`` carrying ``normalize``."""
@@ -169,11 +203,14 @@ class Teacher(nn.Module):
         return tuple(maps)
 
     def masked_and_unmasked(self, wav: Tensor, lengths: Tensor | None, mask: Tensor) -> tuple[TeacherOutput, TeacherOutput]:
-        """(masked, unmasked) outputs for masking distillation from one CNN pass; the encoder runs
-        on both in one batch of ``2 * batch`` when ``batch_masked``, else in two passes."""
+        """(masked, unmasked) outputs for masking distillation from one CNN pass (two without
+        ``share_front_end``); the encoder runs on both in one batch of ``2 * batch`` when
+        ``batch_masked``, else in two passes."""
         with torch.no_grad():
             x, frames, pad = self._front_end(wav, lengths)
             masked = self._apply_mask(x, mask)
+            if not self.share_front_end:
+                x = self._front_end(wav, lengths)[0]
             if not self.batch_masked:
                 return TeacherOutput(self._encode(masked, pad), pad, frames), TeacherOutput(self._encode(x, pad), pad, frames)
             both = self._encode(torch.cat([masked, x]), None if pad is None else pad.repeat(2, 1))
@@ -221,7 +258,7 @@ class Teacher(nn.Module):
             raise ValueError(f"mask must be bool [batch, frames] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
         embed = getattr(self.model, "masked_spec_embed", None)
         if embed is None:
-            raise ValueError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
+            raise FileFormatError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
         return torch.where(mask.to(x.device)[..., None], embed.to(x.dtype), x)
 
     def _encode(self, x: Tensor, pad: Tensor | None) -> tuple[Tensor, ...]:

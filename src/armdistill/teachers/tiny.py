@@ -1,4 +1,4 @@
-"""Tiny random-weight transformers teachers for tests and demos."""
+"""Random-weight transformers teachers: tiny ones for tests and demos, Base-shaped ones for benchmarks."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ def make_random_model(kind: str = "hubert", seed: int = 0, **config: Any) -> Pre
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return model_cls(config_cls(**fields)).eval()
+
+
+def make_base_model(kind: str = "hubert", seed: int = 0) -> PreTrainedModel:
+    """A random-weight model of transformers' default (Base) shape: 768-d, 12 layers, 512-channel
+    CNN; eval mode, no layer drop."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown teacher kind {kind!r}; expected one of {sorted(KINDS)}")
+    config_cls, model_cls = KINDS[kind]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_cls(config_cls(layerdrop=0.0)).eval()
 
 
 def make_random_teacher(out_dir: str | Path, kind: str = "hubert", normalize: bool = False, seed: int = 0, **config: Any) -> Path:
