@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -97,6 +98,7 @@ def main() -> None:
         for name, t in times.items()
     }
     report = {
+        "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": f"cpu: {cpu_name()} ({os.cpu_count()} cores visible), {args.threads} threads",
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
