@@ -11,6 +11,7 @@ ablation variant still takes the committed suggestion.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,15 +24,18 @@ from armdistill.demo.pipeline import synthesise
 from armdistill.models.config import preset_config
 
 UTTERANCES = 100  # the whole test split (76 utterances, 6 held-out speakers)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(out: Path) -> None:
+    """Runs from the repository root, so the results name the teacher by its path in the repository."""
     torch.set_num_threads(1)
+    os.chdir(REPO)
     demo = load_demo_config(default_config_path())
     test = synthesise(demo) / "test.tsv"
     layers = demo.distill.loss.layer_map
     computing = sum(preset_config(demo.distill.student["preset"]).reuse_pattern)
-    common = [str(armdistill.DEFAULT_TEACHER), "--data", str(test), "--utterances", str(UTTERANCES)]
+    common = [os.path.relpath(armdistill.DEFAULT_TEACHER), "--data", str(test), "--utterances", str(UTTERANCES)]
     for extra, name in [(["--layers", *map(str, layers), "--computing", str(computing)], "demo_layers"),
                         ([], "all_layers")]:
         code = cli(["analyze-attention", *common, *extra, "--out", str(out / name)])
@@ -40,4 +44,4 @@ def run(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("benchmarks/results/attention_default_teacher"))
+    run(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else REPO / "benchmarks" / "results" / "attention_default_teacher")

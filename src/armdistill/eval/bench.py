@@ -269,6 +269,10 @@ def run_bench(specs: Sequence[str], settings: BenchSettings, out: str | Path) ->
     return result
 
 
+def threads_text(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def label(record: dict[str, Any]) -> str:
     return record["name"] + (f" ({record['reuse_mode']})" if record["reuse_mode"] else "")
 
@@ -277,6 +281,7 @@ def plot_bench(result: dict[str, Any], path: Path) -> Path:
     """Throughput against counted GMACs per second of audio, one point per model and mode."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -287,12 +292,16 @@ def plot_bench(result: dict[str, Any], path: Path) -> Path:
         ax.annotate(label(record), (record["gmacs_per_second"], record["throughput_audio_s_per_s"]),
                     textcoords="offset points", xytext=(4, 3), fontsize=7)
     if counted:
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
     s = result["settings"]
     ax.set_xlabel("GMACs per second of audio (counted)")
     ax.set_ylabel(f"throughput, audio s / s (batch {s['batch']} x {s['throughput_seconds']:g} s)")
-    ax.set_title(f"{result['device']}, {result['threads']} threads, torch {result['torch']}", fontsize=8)
+    ax.set_title(f"{result['device']}, {threads_text(result['threads'])}, torch {result['torch']}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path, dpi=110)
     return path

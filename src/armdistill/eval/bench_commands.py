@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from armdistill.config import ConfigError
 from armdistill.models.attention import REUSE_MODES
 
 DEVICES = ("cpu", "cuda")
@@ -61,14 +62,14 @@ def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from armdistill.eval.bench import BenchSettings, label, run_bench
+    from armdistill.eval.bench import BenchSettings, label, run_bench, threads_text
 
     settings = BenchSettings(
         device=args.device, batch=args.batch, seconds=tuple(args.seconds), throughput_seconds=args.throughput_seconds,
         warmup=args.warmup, repeats=args.repeats, reuse_modes=tuple(args.reuse_modes), threads=args.threads,
     )
     result = run_bench(args.upstreams, settings, args.out)
-    table = Table(title=f"{result['device']}, {result['threads']} threads (median latency, ms)")
+    table = Table(title=f"{result['device']}, {threads_text(result['threads'])} (median latency, ms)")
     for column in ["model", "params", "GMACs/s", *[f"{s:g} s" for s in settings.seconds], "audio s/s", "peak MB"]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in result["records"]:
@@ -88,7 +89,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from armdistill.eval.bench import load_model
 
     if args.utterances < 1 or args.batch < 1:
-        raise ValueError(f"--utterances and --batch: expected at least 1, got {args.utterances}, {args.batch}")
+        raise ConfigError(f"--utterances and --batch: expected at least 1, got {args.utterances}, {args.batch}")
     manifest = read_manifest(args.data)
     count = min(args.utterances, len(manifest))
     wavs = [torch.from_numpy(load_audio(manifest.audio_path(i))) for i in range(count)]
