@@ -9,7 +9,8 @@ in 1-5 s where the ``torch.export``-based one took 20-70 s (2 shared CPU cores).
 
 ``--quantize int8`` adds onnxruntime's dynamic quantisation (int8 weights, activations
 quantised per call) of the MatMul / Gemm weights; the convolutions stay fp32 (see
-``QUANTIZED_OPS``). ``onnx.json`` records the interface, the fp32 model's distance to PyTorch
+``QUANTIZED_OPS``). Activation ranges are taken over the whole batch tensor, so unlike fp32 the
+int8 model is not padding-exact: an utterance's outputs move slightly with its batch-mates. ``onnx.json`` records the interface, the fp32 model's distance to PyTorch
 and the int8 model's distance to fp32 on a fixed padded check batch.
 """
 
@@ -190,7 +191,11 @@ def export_student(student: Student, out: str | Path, quantize: str | None = Non
     if quantize == "int8":
         quantize_int8(out / MODEL_NAME, out / INT8_NAME)
         info["models"]["int8"] = INT8_NAME
-        info["int8"] = {"weights": "int8, onnxruntime dynamic quantisation", "ops": list(QUANTIZED_OPS)}
+        info["int8"] = {
+            "weights": "int8, onnxruntime dynamic quantisation", "ops": list(QUANTIZED_OPS),
+            "activations": "quantised per call over the whole batch tensor, so an utterance's outputs "
+                           "depend slightly on the other utterances of its batch",
+        }
         info["int8_vs_fp32"] = distances(OnnxStudent(out / INT8_NAME, threads)(wav, lengths), fp32)
     (out / INTERFACE_NAME).write_text(json.dumps(info, indent=2) + "\n")
     return out
