@@ -28,12 +28,11 @@ from armdistill.data.augment import AugmentConfig, Augmenter, change_speed, stre
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
 from armdistill.errors import DataError
-from armdistill.frames import conv_output_lengths
+from armdistill.frames import WAV2VEC2_KERNELS_STRIDES, conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
 
-CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
-CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
+CONV_KERNELS, CONV_STRIDES = zip(*WAV2VEC2_KERNELS_STRIDES)
 
 
 @dataclass
@@ -109,7 +108,7 @@ class UnitCorpus:
 
 
 def _frames(num_samples: int) -> int:
-    return int(conv_output_lengths(torch.tensor([num_samples]), list(zip(CONV_KERNELS, CONV_STRIDES)))[0])
+    return int(conv_output_lengths(torch.tensor([num_samples]), list(WAV2VEC2_KERNELS_STRIDES))[0])
 
 
 def load_unit_corpus(corpus: str | Path, targets: str, num_clusters: int, seed: int) -> UnitCorpus:
