@@ -30,6 +30,8 @@ def receptive_field(kernels_strides: Sequence[tuple[int, int]]) -> int:
     return field
 
 
+# The input rate of every model here (teachers, students, baselines): audio is read and resampled to it.
+SAMPLE_RATE = 16000
 # (kernel, stride) of wav2vec 2.0 / HuBERT Base's CNN: stride 320, 50 Hz at 16 kHz.
 WAV2VEC2_KERNELS_STRIDES: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
 # The shortest usable audio file: one frame of that CNN, which every student preset matches (400 samples).

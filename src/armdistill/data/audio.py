@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from armdistill.errors import DataError
+from armdistill.frames import SAMPLE_RATE
 
 
 class AudioFileError(DataError):
@@ -61,7 +62,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
 
 
-def target_num_samples(path: str | Path, sample_rate: int = 16000, resample: bool = True) -> int:
+def target_num_samples(path: str | Path, sample_rate: int = SAMPLE_RATE, resample: bool = True) -> int:
     """Length of ``path`` in samples at ``sample_rate``, from its header only.
 
     Raises :class:`AudioFileError` when it is not mono, or has another rate and ``resample``
@@ -74,7 +75,7 @@ def target_num_samples(path: str | Path, sample_rate: int = 16000, resample: boo
 
 def load_audio(
     path: str | Path,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     resample: bool = True,
     start: int = 0,
     stop: int | None = None,

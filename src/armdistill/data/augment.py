@@ -17,6 +17,7 @@ import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfiltfilt
 
 from armdistill.config import ConfigError
+from armdistill.frames import SAMPLE_RATE
 
 # ln(10^3): an envelope exp(-_DECAY * t / rt60) falls by 60 dB at t = rt60.
 _DECAY = 3.0 * np.log(10.0)
@@ -150,7 +151,7 @@ SYNTH_AUGMENT = AugmentConfig(prob=1.0)
 class Augmenter:
     """Draws and applies one chain per call: speed, reverberation, band-limit, noise, gain."""
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000):
+    def __init__(self, config: AugmentConfig, sample_rate: int = SAMPLE_RATE):
         if config.high_hz[1] >= sample_rate / 2:
             raise ConfigError(f"high_hz: must stay below the Nyquist frequency {sample_rate / 2}, "
                               f"got {list(config.high_hz)}")

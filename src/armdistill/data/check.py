@@ -17,6 +17,7 @@ from tqdm import tqdm
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadItem
 from armdistill.data.manifest import read_manifest, write_subset
+from armdistill.frames import SAMPLE_RATE
 
 # files per task handed to a worker: large enough to amortise the hand-off, small enough for a live bar
 CHUNK = 16
@@ -47,7 +48,7 @@ def _check_chunk(jobs: list[Job], sample_rate: int, resample: bool, min_samples:
 def check_manifest(
     manifest_path: str | Path,
     min_samples: int,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     resample: bool = True,
     workers: int = 1,
     progress: bool = True,

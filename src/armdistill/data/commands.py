@@ -9,7 +9,7 @@ from pathlib import Path
 from armdistill.config import ConfigError
 from armdistill.data.check import check_manifest, default_workers, write_clean
 from armdistill.data.corpus import AUDIO_EXTENSIONS, build_manifest
-from armdistill.frames import MIN_SAMPLES
+from armdistill.frames import MIN_SAMPLES, SAMPLE_RATE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _audio_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample-rate", type=int, default=16000, help="rate the sizes are recorded at (Hz)")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="rate the sizes are recorded at (Hz)")
     parser.add_argument(
         "--no-resample", action="store_true", help="fail on audio at another rate instead of sizing it as resampled"
     )

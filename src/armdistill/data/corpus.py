@@ -21,6 +21,7 @@ from armdistill.data.audio import target_num_samples
 from armdistill.data.librispeech import TRANSCRIPT_GLOB, has_transcripts, read_transcripts
 from armdistill.data.manifest import label_path, write_manifest
 from armdistill.errors import DataError
+from armdistill.frames import SAMPLE_RATE
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg")
 SIDECAR_SUFFIX = ".txt"
@@ -117,7 +118,7 @@ def build_manifest(
     out_dir: str | Path,
     pattern: str | None = None,
     transcripts: str | Path | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     resample: bool = True,
     progress: bool = True,
 ) -> ManifestSummary:

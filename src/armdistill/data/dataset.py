@@ -13,6 +13,7 @@ from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy, BadItem
 from armdistill.data.manifest import read_labels, read_manifest
 from armdistill.errors import DataError
+from armdistill.frames import SAMPLE_RATE
 
 
 class AudioDataset(Dataset):
@@ -36,7 +37,7 @@ class AudioDataset(Dataset):
     def __init__(
         self,
         manifest_path: str | Path,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         min_seconds: float | None = None,
         max_seconds: float | None = None,
         crop_seconds: float | None = None,

@@ -9,6 +9,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from armdistill.errors import DataError
+from armdistill.frames import SAMPLE_RATE
 
 def padding_fraction(batches: Sequence[Sequence[int]], sizes: Sequence[int]) -> float:
     """Share of padded samples when every batch is padded to its longest item."""
@@ -40,7 +41,7 @@ class DynamicBatchSampler(Sampler[list[int]]):
         self,
         sizes: Sequence[int],
         max_seconds: float,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         num_buckets: int = 10,
         shuffle: bool = True,
         seed: int = 0,

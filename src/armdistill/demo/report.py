@@ -17,8 +17,7 @@ from armdistill.demo.config import DemoConfig
 from armdistill.demo.stages import UPSTREAMS, Timer
 from armdistill.distill.export import INFO_NAME
 from armdistill.eval.upstream import StudentUpstream, TeacherUpstream, Upstream
-
-SAMPLE_RATE = 16000
+from armdistill.frames import SAMPLE_RATE
 
 
 def _minutes(manifest: Path) -> float:

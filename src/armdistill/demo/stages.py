@@ -24,6 +24,7 @@ from armdistill.distill.checkpoints import CHECKPOINT_DIR
 from armdistill.distill.train import run_distillation
 from armdistill.eval.probe import ProbeConfig, default_cache_dir, run_probe
 from armdistill.eval.upstream import Upstream
+from armdistill.frames import SAMPLE_RATE
 from armdistill.models.student import Student
 from armdistill.synth import generate, load_meta, plan_speech
 from armdistill.synth.corpus import GENERATOR_VERSION
@@ -103,7 +104,7 @@ def subset_manifest(manifest: Path, minutes: float | None, out: Path) -> Path:
     if minutes is None:
         return manifest
     m = read_manifest(manifest)
-    budget, total, count = minutes * 60.0 * 16000, 0, 0
+    budget, total, count = minutes * 60.0 * SAMPLE_RATE, 0, 0
     while count < len(m) and (total < budget or count == 0):
         total += m.num_samples[count]
         count += 1

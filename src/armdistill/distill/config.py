@@ -20,6 +20,7 @@ from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.distill.losses import LossConfig, TargetNorm
 from armdistill.distill.masking import MaskConfig
 from armdistill.distill.speed import SpeedSection
+from armdistill.frames import SAMPLE_RATE
 from armdistill.models.config import PRESETS, StudentConfig, preset_config
 
 Objective = Literal["masking", "layer", "distilhubert"]
@@ -57,7 +58,7 @@ class DataSection:
 
     train: str = ""
     valid: str | None = ""
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     min_seconds: float | None = None
     max_seconds: float | None = None
     crop_seconds: float | None = None

@@ -32,7 +32,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from armdistill.config import ConfigError
-from armdistill.eval.features import SAMPLE_RATE
+from armdistill.frames import SAMPLE_RATE
 from armdistill.io.onnx_model import OnnxStudent, onnx_model_path
 from armdistill.models.macs import gmacs_per_second
 from armdistill.models.student import Student

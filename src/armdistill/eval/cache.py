@@ -38,9 +38,8 @@ from armdistill.data.collate import collate_audio
 from armdistill.data.manifest import Manifest, read_manifest
 from armdistill.data.sampler import DynamicBatchSampler
 from armdistill.errors import DataError, FileFormatError, MissingFileError
-from armdistill.eval.features import SAMPLE_RATE
 from armdistill.eval.upstream import Upstream
-from armdistill.frames import MIN_SAMPLES
+from armdistill.frames import MIN_SAMPLES, SAMPLE_RATE
 from armdistill.threads import auto_threads, torch_threads
 
 FeatureDtype = Literal["float16", "float32"]

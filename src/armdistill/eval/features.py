@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SAMPLE_RATE = 16000
+from armdistill.frames import SAMPLE_RATE
+
 WINDOW = 400
 HOP = 320
 N_FFT = 512

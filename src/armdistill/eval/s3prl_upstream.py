@@ -27,7 +27,6 @@ from armdistill.eval.upstream import StudentFeatures, StudentUpstream, TeacherUp
 from armdistill.frames import padding_mask
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 class S3PRLUpstream(nn.Module):

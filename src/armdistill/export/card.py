@@ -10,6 +10,7 @@ from typing import Any
 from armdistill.errors import UserError
 from armdistill.eval.report import METRICS_NAME, TASK_COLUMNS, column_key, probe_value
 from armdistill.eval.upstream import STUDENT_FEATURES, StudentUpstream
+from armdistill.frames import SAMPLE_RATE
 from armdistill.models.config import PRESETS, StudentConfig
 from armdistill.models.export_layout import HEADS_CONFIG, HEADS_WEIGHTS
 from armdistill.models.student import Student
@@ -92,7 +93,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 extractor = AutoFeatureExtractor.from_pretrained("{facts.name}")
 model = AutoModel.from_pretrained("{facts.name}"{remote}).eval()
 wavs = [torch.randn(16000).numpy(), torch.randn(8000).numpy()]  # 16 kHz mono
-inputs = extractor(wavs, sampling_rate=16000, padding=True, return_attention_mask=True, return_tensors="pt")
+inputs = extractor(wavs, sampling_rate={SAMPLE_RATE}, padding=True, return_attention_mask=True, return_tensors="pt")
 with torch.no_grad():
     hidden_states = model(**inputs, output_hidden_states=True).hidden_states  # {facts.config.num_layers + 1} x [batch, frames, {facts.config.dim}]
 ```

@@ -33,11 +33,11 @@ from transformers.utils import logging as hf_logging
 from armdistill.config import to_dict
 from armdistill.distill.export import INFO_NAME
 from armdistill.errors import UserError
-from armdistill.eval.features import SAMPLE_RATE
 from armdistill.export.card import CardFacts, model_card, probe_results
 from armdistill.export.hf_configuration import ArmdistillConfig
 from armdistill.export.hf_modeling import ArmdistillModel
 from armdistill.export.remote_code import generate
+from armdistill.frames import SAMPLE_RATE
 from armdistill.io.atomic import atomic_directory
 from armdistill.io.hub import resolve_pretrained
 from armdistill.models.commands import model_info

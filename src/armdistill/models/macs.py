@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from armdistill.frames import SAMPLE_RATE
+
 
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
@@ -22,7 +24,7 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 _CUSTOM = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
 
 
-def count_macs(forward: Callable[[Tensor], object], seconds: float = 10.0, sample_rate: int = 16000) -> int:
+def count_macs(forward: Callable[[Tensor], object], seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> int:
     """MACs (FLOPs / 2) of ``forward`` on one ``seconds``-long waveform ``[1, samples]``."""
     wav = torch.randn(1, int(round(seconds * sample_rate)), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from armdistill.config import ConfigError, to_dict
 from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
 from armdistill.finite import nonfinite_names
-from armdistill.frames import conv_output_lengths, padding_mask
+from armdistill.frames import SAMPLE_RATE, conv_output_lengths, padding_mask
 from armdistill.io.hub import resolve_pretrained
 from armdistill.models.attention import REUSE_KERNELS, REUSE_MODES, AttentionState, ReuseKernel, ReuseMode
 from armdistill.models.config import StudentConfig, preset_config
@@ -220,7 +220,7 @@ class Student(nn.Module):
 
     @property
     def frame_rate_hz(self) -> float:
-        return 16000 / self.config.downsample
+        return SAMPLE_RATE / self.config.downsample
 
     def num_parameters(self) -> dict[str, int]:
         heads = sum(p.numel() for p in self.heads.parameters()) if self.heads is not None else 0

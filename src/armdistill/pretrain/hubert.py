@@ -28,7 +28,7 @@ from armdistill.data.augment import AugmentConfig, Augmenter, change_speed, stre
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
 from armdistill.errors import DataError
-from armdistill.frames import WAV2VEC2_KERNELS_STRIDES, conv_output_lengths
+from armdistill.frames import SAMPLE_RATE, WAV2VEC2_KERNELS_STRIDES, conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
 
@@ -147,7 +147,7 @@ def _batch(
     """
     idx = rng.choice(len(corpus.wavs), size=cfg.batch_size, replace=len(corpus.wavs) < cfg.batch_size)
     hop = 320
-    crop = min(int(cfg.crop_seconds * 16000), *(len(corpus.wavs[i]) for i in idx))
+    crop = min(int(cfg.crop_seconds * SAMPLE_RATE), *(len(corpus.wavs[i]) for i in idx))
     frames = _frames(crop)
     wavs, units = [], []
     for i in idx:
@@ -224,7 +224,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "final_masked_accuracy": float(np.mean([h["masked_accuracy"] for h in tail])),
         "num_units": len(corpus.inventory),
         "train_utterances": len(corpus.wavs),
-        "train_hours": sum(len(w) for w in corpus.wavs) / 16000 / 3600,
+        "train_hours": sum(len(w) for w in corpus.wavs) / SAMPLE_RATE / 3600,
     }
     (out / "pretrain_history.json").write_text(json.dumps({"stats": stats, "history": history[:: max(1, cfg.steps // 200)]}))
     return stats

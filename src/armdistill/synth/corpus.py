@@ -38,10 +38,11 @@ from armdistill.config import ConfigError, to_dict
 from armdistill.data.augment import SYNTH_AUGMENT
 from armdistill.data.manifest import label_path, write_manifest
 from armdistill.errors import FileFormatError
+from armdistill.frames import SAMPLE_RATE
 from armdistill.synth import grammar
 from armdistill.synth.espeak import require_espeak
 from armdistill.synth.phones import INVENTORY
-from armdistill.synth.render import SAMPLE_RATE, UtteranceSpec, init_worker, render_chunk
+from armdistill.synth.render import UtteranceSpec, init_worker, render_chunk
 from armdistill.synth.speakers import LANGUAGE, Speaker, SpeakerTable, speaker_table, split_speakers
 
 Task = Literal["speech", "ks"]

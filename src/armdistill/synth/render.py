@@ -9,19 +9,20 @@ lengths and alignments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from armdistill.data.augment import SYNTH_AUGMENT, Augmenter
+from armdistill.frames import SAMPLE_RATE
 from armdistill.synth.alignments import AlignmentError, build_alignment, scale_alignment, spoken_phones
 from armdistill.synth.phones import UnknownPhoneError
 from armdistill.synth.speakers import LANGUAGE, Speaker
 
-SAMPLE_RATE = 16000
 _ESPEAK_RATE = 22050
-# 16000 / 22050 reduced; resample_poly needs the exact ratio.
-_UP, _DOWN = 320, 441
+# resample_poly needs the exact ratio (320 / 441).
+_RATIO = Fraction(SAMPLE_RATE, _ESPEAK_RATE)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def render(spec: UtteranceSpec, out_dir: Path) -> dict:
     s = spec.speaker
     _synth.set_voice(LANGUAGE, s.variant, s.rate, s.pitch, s.pitch_range, s.volume)
     synthesis = _synth.synthesize(" ".join(spec.words))
-    audio = resample_poly(synthesis.audio, _UP, _DOWN).astype(np.float32)
+    audio = resample_poly(synthesis.audio, _RATIO.numerator, _RATIO.denominator).astype(np.float32)
     try:
         alignment = build_alignment(synthesis, spec.words, len(audio), SAMPLE_RATE)
     except UnknownPhoneError as err:
