@@ -5,6 +5,7 @@ from typing import Literal
 
 import pytest
 
+from armdistill.checks import check_range
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 
 
@@ -14,8 +15,7 @@ class Inner:
     kind: Literal["a", "b"] = "a"
 
     def __post_init__(self):
-        if not 0 <= self.p <= 1:
-            raise ConfigError(f"p: must be in [0, 1], got {self.p}")
+        check_range("p", self.p, ge=0, le=1)
 
 
 @dataclass
@@ -43,7 +43,7 @@ def test_overrides_parse_yaml_scalars_and_exponent_floats():
         ({"steps": True}, "steps: expected an integer"),
         ({"lr": "fast"}, "lr: expected a number"),
         ({"inner": {"kind": "c"}}, "inner.kind"),
-        ({"inner": {"p": 2.0}}, "inner.p: must be in"),
+        ({"inner": {"p": 2.0}}, r"inner\.p: expected a value in \[0, 1\], got 2\.0"),
         ({"sizes": [1, "x"]}, r"sizes\[1\]"),
     ],
 )
@@ -57,8 +57,7 @@ class SelfNaming:
     n: int = 1
 
     def __post_init__(self):
-        if self.n < 0:
-            raise ConfigError(f"section.n: must be >= 0, got {self.n}")
+        check_range("section.n", self.n, ge=0)
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Root:
 
 
 def test_nested_errors_carry_the_prefix_once():
-    with pytest.raises(ConfigError, match=r"^top\.section\.n: must be >= 0"):
+    with pytest.raises(ConfigError, match=r"^top\.section\.n: expected a value >= 0, got -1$"):
         from_dict(Root, {"top": {"section": {"n": -1}}})
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from armdistill.errors import UserError
+from armdistill.errors import UserError, expected
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+            raise ConfigError(expected(key, f"one of {list(args)}", value))
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

@@ -29,3 +29,8 @@ class RefusedError(UserError):
 
 class NonFiniteError(UserError):
     """Training or saving met NaN / infinite numbers it cannot step over (diverged run, bad weights)."""
+
+
+def expected(key: str, what: str, got: object) -> str:
+    """The one wording of a validation message: ``KEY: expected WHAT, got VALUE`` (VALUE repr'd)."""
+    return f"{key}: expected {what}, got {got!r}"
