@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from armdistill.checks import check_choice, check_range
 from armdistill.config import ConfigError, from_dict
+from armdistill.errors import expected
 from armdistill.frames import WAV2VEC2_KERNELS_STRIDES
 from armdistill.models.attention import REUSE_MODES, ReuseMode
 
@@ -65,34 +67,28 @@ class StudentConfig:
         self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]
         self.reuse_pattern = [bool(v) for v in self.reuse_pattern]
         if not self.conv_layers:
-            raise ConfigError("conv_layers: at least one (channels, kernel, stride) layer is required")
+            raise ConfigError(expected("conv_layers", "at least one (channels, kernel, stride) layer", self.conv_layers))
         for i, spec in enumerate(self.conv_layers):
             if len(spec) != 3 or min(spec) < 1:
                 raise ConfigError(f"conv_layers[{i}]: expected positive (channels, kernel, stride), got {spec}")
-        if self.num_layers < 1:
-            raise ConfigError(f"num_layers: at least one layer is required, got {self.num_layers}")
+        check_range("num_layers", self.num_layers, ge=1)
         if not self.reuse_pattern:
             self.reuse_pattern = [True] * self.num_layers
         if len(self.reuse_pattern) != self.num_layers:
-            raise ConfigError(
-                f"reuse_pattern: has {len(self.reuse_pattern)} entries but num_layers is {self.num_layers}"
-            )
+            what = f"one entry per layer (num_layers={self.num_layers})"
+            raise ConfigError(expected("reuse_pattern", what, self.reuse_pattern))
         if not self.reuse_pattern[0]:
-            raise ConfigError("reuse_pattern[0]: the first layer must compute attention (True)")
-        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ConfigError(f"dim: {self.dim} is not divisible by num_heads={self.num_heads}")
-        if self.ffn_dim < 1:
-            raise ConfigError(f"ffn_dim: must be positive, got {self.ffn_dim}")
+            raise ConfigError(expected("reuse_pattern[0]", "True (the first layer computes attention)", self.reuse_pattern[0]))
+        check_range("num_heads", self.num_heads, ge=1)
+        if self.dim < 1 or self.dim % self.num_heads:
+            raise ConfigError(expected("dim", f"a positive multiple of num_heads={self.num_heads}", self.dim))
+        check_range("ffn_dim", self.ffn_dim, ge=1)
         if self.dim % self.pos_conv_groups:
-            raise ConfigError(f"pos_conv_groups: dim {self.dim} is not divisible by {self.pos_conv_groups}")
-        if self.pos_conv_kernel < 2:
-            raise ConfigError(f"pos_conv_kernel: must be at least 2, got {self.pos_conv_kernel}")
+            raise ConfigError(expected("pos_conv_groups", f"a divisor of dim={self.dim}", self.pos_conv_groups))
+        check_range("pos_conv_kernel", self.pos_conv_kernel, ge=2)
         for name in ("feature_dropout", "dropout", "attention_dropout", "activation_dropout"):
-            p = getattr(self, name)
-            if not 0.0 <= p < 1.0:
-                raise ConfigError(f"{name}: must be in [0, 1), got {p}")
-        if self.proj_dim is not None and self.proj_dim < 1:
-            raise ConfigError(f"proj_dim: must be positive or null, got {self.proj_dim}")
+            check_range(name, getattr(self, name), ge=0, lt=1)
+        check_range("proj_dim", self.proj_dim, ge=1, null=True)
         if self.head_inputs is not None:
             self.head_inputs = [int(i) for i in self.head_inputs]
             bad = [i for i in self.head_inputs if not 0 <= i < self.num_layers]
@@ -100,10 +96,8 @@ class StudentConfig:
                 raise ConfigError(
                     f"head_inputs: expected layer indices in [0, {self.num_layers}) and proj_dim set, got {self.head_inputs}"
                 )
-        if not 0.0 <= self.feature_grad_mult <= 1.0:
-            raise ConfigError(f"feature_grad_mult: must be in [0, 1], got {self.feature_grad_mult}")
-        if self.reuse_mode not in REUSE_MODES:
-            raise ConfigError(f"reuse_mode: {self.reuse_mode!r} is not one of {list(REUSE_MODES)}")
+        check_range("feature_grad_mult", self.feature_grad_mult, ge=0, le=1)
+        check_choice("reuse_mode", self.reuse_mode, REUSE_MODES)
 
     @property
     def head_layers(self) -> list[int]:
@@ -164,6 +158,5 @@ PRESETS: dict[str, StudentConfig] = {
 
 
 def preset_config(name: str, **overrides) -> StudentConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"preset: unknown student preset {name!r}; known: {sorted(PRESETS)}")
+    check_choice("preset", name, sorted(PRESETS))
     return PRESETS[name].replace(**overrides)

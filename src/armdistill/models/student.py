@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from armdistill.checks import check_choice, check_shape
 from armdistill.config import ConfigError, to_dict
 from armdistill.errors import FileFormatError, MissingFileError, NonFiniteError
 from armdistill.finite import nonfinite_names
@@ -214,8 +215,7 @@ class Student(nn.Module):
 
     @reuse_mode.setter
     def reuse_mode(self, mode: ReuseMode) -> None:
-        if mode not in REUSE_MODES:
-            raise ConfigError(f"reuse_mode: {mode!r} is not one of {list(REUSE_MODES)}")
+        check_choice("reuse_mode", mode, REUSE_MODES)
         self.config.reuse_mode = mode
 
     @property
@@ -246,10 +246,8 @@ class Student(nn.Module):
         ``kernel`` applies to ``paper`` mode: ``sdpa`` recomputes a reused map inside SDPA,
         ``stored`` keeps each computed map and applies it (the ``explicit`` route; same maths).
         """
-        if wav.dim() != 2:
-            raise ValueError(f"wav: expected [batch, samples], got shape {tuple(wav.shape)}")
-        if kernel not in REUSE_KERNELS:
-            raise ValueError(f"kernel: {kernel!r} is not one of {list(REUSE_KERNELS)}")
+        check_shape("wav", wav, ("batch", "samples"))
+        check_choice("kernel", kernel, REUSE_KERNELS, error=ValueError)
         mode = "explicit" if kernel == "stored" and self.config.reuse_mode == "paper" else self.config.reuse_mode
         # The release's plain GroupNorm over padding (the table in models/attention.py).
         exact = mode != "release"
@@ -258,8 +256,7 @@ class Student(nn.Module):
         x = self.feature_projection(feats)
         pad = padding_mask(frame_lengths, x.shape[1]) if frame_lengths is not None else None
         if mask is not None:
-            if mask.shape != x.shape[:2]:
-                raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+            check_shape("mask", mask, x.shape[:2], dtype=torch.bool)
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         hidden, maps = self.encoder(x, pad, mode, output_attentions)
         projections = None

@@ -51,7 +51,7 @@ def load_model_dir(directory: Path) -> PreTrainedModel:
         raise MissingFileError(f"{directory}: no {CONFIG_FILE} (expected a transformers model directory)")
     if _brings_own_code(config_path):
         raise RefusedError(f"{config_path}: auto_map names model code of its own, which is never run; a teacher "
-                           "must be a model of transformers itself (an armdistill ARM export loads with "
+                           "is a model of transformers itself (an armdistill ARM export loads with "
                            "Student.from_pretrained)")
     try:
         config = AutoConfig.from_pretrained(directory)

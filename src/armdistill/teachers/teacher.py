@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
-from armdistill.errors import FileFormatError
+from armdistill.checks import check_shape
+from armdistill.errors import FileFormatError, expected
 from armdistill.finite import nonfinite_names
 from armdistill.frames import conv_output_lengths, masked_group_norm, padding_mask, valid_mask
 from armdistill.io.digest import weights_digest
@@ -58,7 +59,7 @@ def read_normalize(directory: Path) -> bool:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise FileFormatError(f"{path}: expected a JSON object with a boolean 'do_normalize' ({err})") from None
     if not isinstance(value, bool):
-        raise FileFormatError(f"{path}: 'do_normalize' must be true or false, got {value!r}")
+        raise FileFormatError(expected(f"{path}: do_normalize", "true or false", value))
     return value
 
 
@@ -222,14 +223,14 @@ class Teacher(nn.Module):
 
     def _front_end(self, wav: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """wav ``[batch, samples]`` -> (projected features ``[batch, frames, dim]``, valid frames, padding mask)."""
-        if wav.dim() != 2:
-            raise ValueError(f"wav must be [batch, samples], got shape {tuple(wav.shape)}")
+        check_shape("wav", wav, ("batch", "samples"))
         param = next(self.model.parameters())
         wav = wav.to(device=param.device, dtype=param.dtype)
         if lengths is not None:
             lengths = lengths.to(device=wav.device, dtype=torch.long)
-            if lengths.shape != wav.shape[:1] or int(lengths.min()) < 1 or int(lengths.max()) > wav.shape[1]:
-                raise ValueError(f"lengths must be [batch] in 1..{wav.shape[1]}, got {lengths.tolist()}")
+            check_shape("lengths", lengths, wav.shape[:1])
+            if int(lengths.min()) < 1 or int(lengths.max()) > wav.shape[1]:
+                raise ValueError(expected("lengths", f"sample counts in 1..{wav.shape[1]}", lengths.tolist()))
         # Padding-aware statistics only when some row is padded: unpadded input takes the module's own path.
         valid = lengths if lengths is not None and int(lengths.min()) < wav.shape[1] else None
         if self.normalize:
@@ -254,8 +255,7 @@ class Teacher(nn.Module):
         return projected, frames, padding_mask(frames, projected.shape[1])
 
     def _apply_mask(self, x: Tensor, mask: Tensor) -> Tensor:
-        if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
-            raise ValueError(f"mask must be bool [batch, frames] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
+        check_shape("mask", mask, x.shape[:2], dtype=torch.bool)
         embed = getattr(self.model, "masked_spec_embed", None)
         if embed is None:
             raise FileFormatError(f"{type(self.model).__name__} has no mask embedding (mask_time_prob is 0 in its config)")
