@@ -70,7 +70,7 @@ def test_shipped_demo_files_fit_the_teacher(mode: str):
 def test_config_errors_name_file_and_key(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"demo\.yaml: .*probe\.settings\.epochz"):
         load_demo_config(CONFIG_DIR / "demo.yaml", ["probe.settings.epochz=3"])
-    with pytest.raises(ConfigError, match=r"distill\.trainer\..*max_steps: must be positive"):
+    with pytest.raises(ConfigError, match=r"distill\.trainer\..*max_steps: expected a value > 0, got -1"):
         load_demo_config(CONFIG_DIR / "demo.yaml", ["distill.trainer.max_steps=-1"])
     with pytest.raises(ConfigError, match="missing.yaml: demo config not found"):
         load_demo_config(tmp_path / "missing.yaml")

@@ -170,11 +170,11 @@ def test_initialising_a_student_unlike_the_teacher_is_an_error(work: dict[str, P
 
 
 def test_objective_keys_are_checked_and_named(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match=r"loss.objective: 'distill' is not one of \['masking', 'layer', 'distilhubert'\]"):
+    with pytest.raises(ConfigError, match=r"loss\.objective: expected one of \['masking', 'layer', 'distilhubert'\], got 'distill'"):
         load_config(TINY_RECIPE, ["loss.objective=distill"])
     assert main(["distill", "--config", str(TINY_RECIPE), "--print-config", "loss.objective=mask"]) == 2
-    assert "loss.objective: 'mask'" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="objective: 'kd' is not one of"):
+    assert "loss.objective: expected one of ['masking', 'layer', 'distilhubert'], got 'mask'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"objective: expected one of .*, got 'kd'"):
         DistillConfig(loss=LossSection(objective="kd"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="student.init_from_teacher: expected true/false"):
         load_config(TINY_RECIPE, ["student.init_from_teacher=yes please"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from armdistill.checks import check_choice, check_range
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.distill.losses import LossConfig, TargetNorm
@@ -29,12 +30,6 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 STUDENT_KEYS = ("preset", "init_from_teacher")
 # student.proj_dim: the teacher's width, known once the teacher is loaded
 PROJ_DIM_AUTO = "auto"
-
-
-def _check_positive(section: str, **values: float | int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{section}.{name}: must be positive, got {value!r}")
 
 
 @dataclass
@@ -70,14 +65,11 @@ class DataSection:
     on_bad_audio: BadAudioPolicy = "error"
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "data", sample_rate=self.sample_rate, min_seconds=self.min_seconds, max_seconds=self.max_seconds,
-            crop_seconds=self.crop_seconds, micro_batch_seconds=self.micro_batch_seconds,
-            effective_batch_seconds=self.effective_batch_seconds, max_batch_size=self.max_batch_size,
-            num_buckets=self.num_buckets,
-        )
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+        for name in ("sample_rate", "micro_batch_seconds", "effective_batch_seconds", "num_buckets"):
+            check_range(f"data.{name}", getattr(self, name), gt=0)
+        for name in ("min_seconds", "max_seconds", "crop_seconds", "max_batch_size"):
+            check_range(f"data.{name}", getattr(self, name), gt=0, null=True)
+        check_range("data.num_workers", self.num_workers, ge=0)
 
 
 @dataclass
@@ -99,10 +91,8 @@ class LossSection(LossConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
-        if self.cos_weight < 0:
-            raise ConfigError(f"cos_weight: expected a weight >= 0, got {self.cos_weight!r}")
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_range("cos_weight", self.cos_weight, ge=0)
         if self.release_compat and self.objective == "distilhubert":
             raise ConfigError("release_compat: applies to the masking and layer objectives only, not distilhubert")
 
@@ -144,17 +134,14 @@ class OptimSection:
     final_lr_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_positive("optim", lr=self.lr, eps=self.eps)
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"optim.betas: each must be in [0, 1), got {list(self.betas)}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ConfigError(f"optim.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps: must be >= 0 or null, got {self.warmup_steps}")
-        if not 0.0 <= self.final_lr_fraction <= 1.0:
-            raise ConfigError(f"optim.final_lr_fraction: must be in [0, 1], got {self.final_lr_fraction}")
+        check_range("optim.lr", self.lr, gt=0)
+        check_range("optim.eps", self.eps, gt=0)
+        for i, beta in enumerate(self.betas):
+            check_range(f"optim.betas[{i}]", beta, ge=0, lt=1)
+        check_range("optim.weight_decay", self.weight_decay, ge=0)
+        check_range("optim.warmup_fraction", self.warmup_fraction, ge=0, lt=1)
+        check_range("optim.warmup_steps", self.warmup_steps, ge=0, null=True)
+        check_range("optim.final_lr_fraction", self.final_lr_fraction, ge=0, le=1)
 
 
 @dataclass
@@ -181,12 +168,11 @@ class TrainerSection:
     max_consecutive_skips: int = 20
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "trainer", max_steps=self.max_steps, devices=self.devices, num_nodes=self.num_nodes,
-            gradient_clip_val=self.gradient_clip_val, checkpoint_every_steps=self.checkpoint_every_steps,
-            val_every_steps=self.val_every_steps, limit_val_batches=self.limit_val_batches,
-            log_every_steps=self.log_every_steps, max_consecutive_skips=self.max_consecutive_skips,
-        )
+        for name in ("max_steps", "devices", "num_nodes", "checkpoint_every_steps", "val_every_steps",
+                     "log_every_steps", "max_consecutive_skips"):
+            check_range(f"trainer.{name}", getattr(self, name), gt=0)
+        for name in ("gradient_clip_val", "limit_val_batches"):
+            check_range(f"trainer.{name}", getattr(self, name), gt=0, null=True)
         if self.keep_checkpoints < -1 or self.keep_checkpoints == 0:
             raise ConfigError(f"trainer.keep_checkpoints: expected a count >= 1 or -1 (all), got {self.keep_checkpoints}")
 
@@ -248,8 +234,7 @@ class DistillConfig:
         if self.proj_dim_auto:
             overrides["proj_dim"] = 1
         preset = self.student.get("preset")
-        if not isinstance(preset, str) or preset not in PRESETS:
-            raise ConfigError(f"student.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+        check_choice("student.preset", preset, sorted(PRESETS))
         base = to_dict(preset_config(preset))
         unknown = sorted(set(overrides) - set(base))
         if unknown:

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from armdistill.checks import check_choice, check_range, check_shape
 from armdistill.config import ConfigError
-from armdistill.models.frontend import masked_group_norm
+from armdistill.errors import expected
+from armdistill.frames import masked_group_norm
 
 TargetNorm = Literal["none", "layer", "instance"]
 TARGET_NORMS: tuple[str, ...] = get_args(TargetNorm)
@@ -39,11 +41,9 @@ class LossConfig:
     release_compat: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mse", "l1"):
-            raise ConfigError(f"kind: expected 'mse' or 'l1', got {self.kind!r}")
+        check_choice("kind", self.kind, ("mse", "l1"))
         for name in ("hint_weight", "rec_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected a weight >= 0, got {getattr(self, name)!r}")
+            check_range(name, getattr(self, name), ge=0)
         if self.layer_map is not None and any(i < 0 for i in self.layer_map):
             raise ConfigError(f"layer_map: expected teacher layer indices >= 0, got {self.layer_map!r}")
 
@@ -79,8 +79,8 @@ def masking_distillation_loss(
     sums = {name: student[0].new_zeros(()) for name in names}
     for k, pred in enumerate(student):
         group = "rec" if k == len(student) - 1 else "hint"
-        _check_shape(pred, masked_targets[k], f"teacher_masked layer for student[{k}]")
-        _check_shape(pred, unmasked_targets[k], f"teacher_unmasked layer for student[{k}]")
+        check_shape(f"teacher_masked layer for student[{k}]", masked_targets[k], pred.shape)
+        check_shape(f"teacher_unmasked layer for student[{k}]", unmasked_targets[k], pred.shape)
         target = torch.where(mask[..., None], unmasked_targets[k], masked_targets[k])
         dist = frame_distance(pred, target, cfg.kind)
         sums[f"mask_{group}"] = sums[f"mask_{group}"] + (dist * (valid & mask)).sum()
@@ -104,7 +104,7 @@ def layer_distillation_loss(
     sums = {"hint": student[0].new_zeros(()), "rec": student[0].new_zeros(())}
     for k, pred in enumerate(student):
         group = "rec" if k == len(student) - 1 else "hint"
-        _check_shape(pred, targets[k], f"teacher_unmasked layer for student[{k}]")
+        check_shape(f"teacher_unmasked layer for student[{k}]", targets[k], pred.shape)
         sums[group] = sums[group] + (frame_distance(pred, targets[k], cfg.kind) * valid).sum()
     terms = {name: value / denom for name, value in sums.items()}
     loss = cfg.hint_weight * terms["hint"] + cfg.rec_weight * terms["rec"]
@@ -125,7 +125,7 @@ def distilhubert_loss(
     terms: dict[str, Tensor] = {}
     loss = predictions[0].new_zeros(())
     for i, (pred, target) in enumerate(zip(predictions, targets)):
-        _check_shape(pred, target, f"targets[{i}]")
+        check_shape(f"targets[{i}]", target, pred.shape)
         target = target.detach()
         l1 = (frame_distance(pred, target, "l1") * valid).sum() / denom
         cos = F.cosine_similarity(pred.float(), target.float(), dim=-1)
@@ -151,7 +151,7 @@ def normalize_targets(layers: Sequence[Tensor], lengths: Tensor | None, mode: st
         # a GroupNorm with one channel per group is an instance norm; masked_group_norm skips padding
         norm = nn.GroupNorm(layers[0].shape[-1], layers[0].shape[-1], eps=TARGET_NORM_EPS, affine=False)
         return tuple(masked_group_norm(x.float().transpose(1, 2), lengths, norm).transpose(1, 2) for x in layers)
-    raise ValueError(f"target_norm: expected one of {list(TARGET_NORMS)}, got {mode!r} (resolve 'auto' against the teacher first)")
+    raise ValueError(expected("target_norm", f"one of {list(TARGET_NORMS)} (resolve 'auto' against the teacher first)", mode))
 
 
 def frame_distance(pred: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -180,19 +180,11 @@ def _frame_weights(
     """Frames that count ``[batch, frames]`` (bool) and the normaliser; checks every shape."""
     batch, frames = int(shape[0]), int(shape[1])
     for k, pred in enumerate(student):
-        if pred.dim() != 3 or tuple(pred.shape[:2]) != (batch, frames):
-            raise ValueError(f"student[{k}]: expected [{batch}, {frames}, dim], got {list(pred.shape)}")
+        check_shape(f"student[{k}]", pred, (batch, frames, "dim"))
     device = student[0].device
-    if padding_mask is not None and tuple(padding_mask.shape) != (batch, frames):
-        raise ValueError(f"padding_mask: expected [{batch}, {frames}], got {list(padding_mask.shape)}")
+    if padding_mask is not None:
+        check_shape("padding_mask", padding_mask, (batch, frames))
     if release_compat or padding_mask is None:
         return torch.ones(batch, frames, dtype=torch.bool, device=device), batch * frames
     valid = ~padding_mask.to(device)
     return valid, max(int(valid.sum()), 1)
-
-
-def _check_shape(pred: Tensor, target: Tensor, name: str) -> None:
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"{name}: shape {list(target.shape)} does not match the prediction's {list(pred.shape)}"
-        )

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from armdistill.checks import check_choice, check_range, check_shape
 from armdistill.config import ConfigError
+from armdistill.errors import expected
 
 
 @dataclass
@@ -42,22 +44,17 @@ class MaskConfig:
     per_row: bool = False
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.mask_prob <= 1.0:
-            raise ConfigError(f"mask_prob: expected a value in [0, 1], got {self.mask_prob!r}")
-        if self.mask_length < 1:
-            raise ConfigError(f"mask_length: expected an integer >= 1, got {self.mask_length!r}")
-        if self.selection not in ("static", "uniform"):
-            raise ConfigError(f"selection: expected 'static' or 'uniform', got {self.selection!r}")
+        check_range("mask_prob", self.mask_prob, ge=0, le=1)
+        check_range("mask_length", self.mask_length, ge=1)
+        check_choice("selection", self.selection, ("static", "uniform"))
         other = self.mask_other
         if other != int(other) or not 0 <= other <= 2 * self.mask_length:
             raise ConfigError(
                 f"mask_other: expected a whole number in [0, 2 * mask_length = {2 * self.mask_length}], "
                 f"got {other!r}"
             )
-        if self.min_masks < 0:
-            raise ConfigError(f"min_masks: expected an integer >= 0, got {self.min_masks!r}")
-        if self.min_space < 0:
-            raise ConfigError(f"min_space: expected an integer >= 0, got {self.min_space!r}")
+        check_range("min_masks", self.min_masks, ge=0)
+        check_range("min_space", self.min_space, ge=0)
 
 
 def compute_mask(
@@ -89,25 +86,21 @@ def masked_fraction(mask: Tensor, padding_mask: Tensor | None = None) -> float:
     """Fraction of valid frames that are masked; mask, padding_mask: ``[batch, frames]`` bool."""
     if padding_mask is None:
         return float(mask.float().mean()) if mask.numel() else 0.0
-    if padding_mask.shape != mask.shape:
-        raise ValueError(f"padding_mask shape {tuple(padding_mask.shape)} != mask shape {tuple(mask.shape)}")
+    check_shape("padding_mask", padding_mask, mask.shape)
     valid = ~padding_mask
     total = int(valid.sum())
     return float((mask & valid).sum()) / total if total else 0.0
 
 
 def _valid_sizes(batch: int, frames: int, lengths: Tensor | None) -> np.ndarray:
-    if batch < 1 or frames < 1:
-        raise ValueError(f"compute_mask: batch and frames must be >= 1, got batch={batch}, frames={frames}")
+    check_range("compute_mask: batch", batch, ge=1, error=ValueError)
+    check_range("compute_mask: frames", frames, ge=1, error=ValueError)
     if lengths is None:
         return np.full(batch, frames, dtype=np.int64)
     sizes = np.asarray(lengths.detach().cpu() if isinstance(lengths, Tensor) else lengths, dtype=np.int64)
-    if sizes.shape != (batch,):
-        raise ValueError(f"compute_mask: lengths must have shape ({batch},), got {sizes.shape}")
+    check_shape("compute_mask: lengths", sizes, (batch,))
     if sizes.min() < 1 or sizes.max() > frames:
-        raise ValueError(
-            f"compute_mask: lengths (valid frames) must lie in [1, {frames}], got {sizes.min()}..{sizes.max()}"
-        )
+        raise ValueError(expected("compute_mask: lengths", f"valid frame counts in 1..{frames}", sizes.tolist()))
     return sizes
 
 

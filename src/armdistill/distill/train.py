@@ -32,7 +32,6 @@ from armdistill.distill.checkpoints import (
     AtomicCheckpointIO,
     StepCheckpoint,
     prepare_run_dir,
-    read_checkpoint,
     resume_changes,
     resume_point,
     say,
@@ -42,6 +41,8 @@ from armdistill.distill.data import DistillData, EpochProgress
 from armdistill.distill.export import export_checkpoint, student_info, write_student
 from armdistill.distill.guard import NonFiniteGuard
 from armdistill.distill.module import DistillModule
+from armdistill.errors import expected
+from armdistill.frames import SAMPLE_RATE
 from armdistill.io.atomic import write_text_atomic
 from armdistill.models.student import Student
 from armdistill.teachers import Teacher
@@ -66,21 +67,18 @@ def check_compatible(student: Student, teacher: Teacher, cfg: DistillConfig) -> 
     """Frames must align 1:1 and every projection head must have a teacher layer of its width."""
     s, t = student.config.downsample, teacher.downsample
     if s != t:
-        raise ConfigError(
-            f"student: frame rate {16000 / s:g} Hz (stride {s}) differs from the teacher's {16000 / t:g} Hz (stride {t})"
-        )
+        raise ConfigError(expected("student.conv_layers", f"the teacher's total stride {t} ({SAMPLE_RATE / t:g} Hz frames)", s))
     lengths = torch.arange(t, 3 * t + 1)
     if not torch.equal(student.frame_lengths(lengths), teacher.frame_lengths(lengths)):
-        raise ConfigError("student.conv_layers: frame counts differ from the teacher's for some lengths (kernels differ)")
+        what = "the teacher's frame count at every length (its kernels)"
+        raise ConfigError(expected("student.conv_layers", what, student.config.conv_layers))
     if student.config.proj_dim != teacher.dim:
-        raise ConfigError(f"student.proj_dim: {student.config.proj_dim} must equal the teacher's width {teacher.dim}")
+        raise ConfigError(expected("student.proj_dim", f"the teacher's width {teacher.dim} (or auto)", student.config.proj_dim))
     heads = len(student.config.head_layers)
     layer_map = cfg.layer_map
     if len(layer_map) != heads or max(layer_map) >= teacher.num_layers:
-        raise ConfigError(
-            f"loss.layer_map: {layer_map} must give one of the teacher's {teacher.num_layers} layers to each of the "
-            f"student's {heads} projection heads"
-        )
+        what = f"one of the teacher's {teacher.num_layers} layers for each of the student's {heads} projection heads"
+        raise ConfigError(expected("loss.layer_map", what, layer_map))
 
 
 def initialise_from_teacher(student: Student, teacher: Teacher) -> list[str]:
