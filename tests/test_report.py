@@ -87,7 +87,7 @@ def test_report_errors_name_the_files(tmp_path: Path):
         collect_run(tmp_path / "empty")
     (tmp_path / "bad" / "x").mkdir(parents=True)
     (tmp_path / "bad" / "x" / "metrics.json").write_text('{"task": "qbe"}')
-    with pytest.raises(ValueError, match=r"x/metrics\.json: 'task' must be one of"):
+    with pytest.raises(ValueError, match=r"x/metrics\.json: task: expected one of \[.*\], got 'qbe'"):
         collect_run(tmp_path / "bad")
 
 

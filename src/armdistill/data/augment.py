@@ -16,7 +16,9 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfiltfilt
 
+from armdistill.checks import check_choice, check_range
 from armdistill.config import ConfigError
+from armdistill.errors import expected
 from armdistill.frames import SAMPLE_RATE
 
 # ln(10^3): an envelope exp(-_DECAY * t / rt60) falls by 60 dB at t = rt60.
@@ -29,13 +31,12 @@ def _power(x: np.ndarray) -> float:
 
 def noise(num_samples: int, rng: np.random.Generator, colour: str = "white") -> np.ndarray:
     """Unit-power Gaussian noise ``[num_samples]``: ``white`` (flat) or ``pink`` (1/f power)."""
+    check_choice("colour", colour, ("white", "pink"))
     white = rng.standard_normal(num_samples)
     if colour == "pink":
         spectrum = np.fft.rfft(white)
         spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
         white = np.fft.irfft(spectrum, n=num_samples)
-    elif colour != "white":
-        raise ConfigError(f"noise colour must be 'white' or 'pink', got {colour!r}")
     return (white / np.sqrt(max(_power(white), 1e-20))).astype(np.float32)
 
 
@@ -51,8 +52,7 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
     Polyphase resampling by ``1 / factor`` (a ratio with denominator at most 1000); the output
     has exactly ``round(len(wav) / factor)`` samples.
     """
-    if factor <= 0:
-        raise ConfigError(f"speed factor must be positive, got {factor}")
+    check_range("speed factor", factor, gt=0)
     target = int(round(len(wav) / factor))
     ratio = Fraction(1.0 / factor).limit_denominator(1000)
     out = resample_poly(wav, ratio.numerator, ratio.denominator)[:target]
@@ -71,10 +71,9 @@ def apply_gain(wav: np.ndarray, gain_db: float) -> np.ndarray:
 def band_limit(wav: np.ndarray, sample_rate: int, low_hz: float | None, high_hz: float | None) -> np.ndarray:
     """Zero-phase 8th-order Butterworth band-pass (or high-/low-pass when one edge is None)."""
     nyquist = sample_rate / 2.0
-    if high_hz is not None and not 0 < high_hz < nyquist:
-        raise ConfigError(f"band_limit: high_hz must lie in (0, {nyquist}), got {high_hz}")
-    if low_hz is not None and high_hz is not None and low_hz >= high_hz:
-        raise ConfigError(f"band_limit: low_hz {low_hz} must be below high_hz {high_hz}")
+    check_range("band_limit: high_hz", high_hz, gt=0, lt=nyquist, null=True)
+    if high_hz is not None:
+        check_range("band_limit: low_hz", low_hz, lt=high_hz, null=True)
     if low_hz is None and high_hz is None:
         return wav
     if low_hz is None:
@@ -89,8 +88,7 @@ def band_limit(wav: np.ndarray, sample_rate: int, low_hz: float | None, high_hz:
 def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """Room impulse response ``[round(rt60 * sample_rate)]``: a unit direct path, then noise under
     an envelope that decays by 60 dB over ``rt60`` seconds."""
-    if rt60 <= 0:
-        raise ConfigError(f"rt60 must be positive, got {rt60}")
+    check_range("rt60", rt60, gt=0)
     length = max(2, int(round(rt60 * sample_rate)))
     t = np.arange(length) / sample_rate
     rir = rng.standard_normal(length) * np.exp(-_DECAY * t / rt60) * 0.3
@@ -130,18 +128,15 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("prob", "speed_prob", "reverb_prob", "band_prob", "noise_prob", "pink_prob", "gain_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name}: expected a probability in [0, 1], got {value}")
+            check_range(name, getattr(self, name), ge=0, le=1)
         for name in ("speed", "rt60", "high_hz", "low_hz", "snr_db", "gain_db"):
             low, high = getattr(self, name)
             if low > high:
                 raise ConfigError(f"{name}: expected [low, high] with low <= high, got {[low, high]}")
         for name in ("speed", "rt60", "high_hz", "low_hz"):
-            if getattr(self, name)[0] <= 0:
-                raise ConfigError(f"{name}: expected positive values, got {list(getattr(self, name))}")
+            check_range(f"{name}[0]", getattr(self, name)[0], gt=0)
         if self.low_hz[1] >= self.high_hz[0]:
-            raise ConfigError(f"low_hz: must stay below high_hz, got {list(self.low_hz)} and {list(self.high_hz)}")
+            raise ConfigError(expected("low_hz[1]", f"a cut-off below high_hz[0]={self.high_hz[0]:g}", self.low_hz[1]))
 
 
 # `armdistill synth --augment`: every utterance augmented, the other settings as above.
@@ -153,8 +148,8 @@ class Augmenter:
 
     def __init__(self, config: AugmentConfig, sample_rate: int = SAMPLE_RATE):
         if config.high_hz[1] >= sample_rate / 2:
-            raise ConfigError(f"high_hz: must stay below the Nyquist frequency {sample_rate / 2}, "
-                              f"got {list(config.high_hz)}")
+            what = f"a cut-off below the Nyquist frequency {sample_rate / 2:g} Hz"
+            raise ConfigError(expected("high_hz[1]", what, config.high_hz[1]))
         self.config = config
         self.sample_rate = sample_rate
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from armdistill.checks import check_range
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy, BadItem
 from armdistill.data.manifest import read_labels, read_manifest
@@ -57,8 +58,7 @@ class AudioDataset(Dataset):
         self.min_samples = min_samples
         self.known_bad = dict(known_bad or {})
         self.defer_errors = defer_errors
-        if crop_seconds is not None and crop_seconds <= 0:
-            raise ValueError(f"crop_seconds must be positive, got {crop_seconds}")
+        check_range("crop_seconds", crop_seconds, gt=0, null=True, error=ValueError)
         self.crop_samples = None if crop_seconds is None else int(round(crop_seconds * sample_rate))
         low = 0 if min_seconds is None else min_seconds * sample_rate
         high = float("inf") if max_seconds is None else max_seconds * sample_rate

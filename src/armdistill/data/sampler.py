@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from armdistill.checks import check_range
 from armdistill.errors import DataError
 from armdistill.frames import SAMPLE_RATE
 
@@ -51,13 +52,11 @@ class DynamicBatchSampler(Sampler[list[int]]):
     ) -> None:
         if len(sizes) == 0:
             raise ValueError("DynamicBatchSampler: sizes is empty")
-        if max_seconds <= 0 or num_buckets < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"DynamicBatchSampler: expected max_seconds > 0, num_buckets >= 1 and 0 <= rank < world_size; "
-                f"got max_seconds={max_seconds}, num_buckets={num_buckets}, rank={rank}, world_size={world_size}"
-            )
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"DynamicBatchSampler: max_batch_size must be >= 1, got {max_batch_size}")
+        check_range("DynamicBatchSampler.max_seconds", max_seconds, gt=0, error=ValueError)
+        check_range("DynamicBatchSampler.num_buckets", num_buckets, ge=1, error=ValueError)
+        check_range("DynamicBatchSampler.world_size", world_size, ge=1, error=ValueError)
+        check_range("DynamicBatchSampler.rank", rank, ge=0, lt=world_size, error=ValueError)
+        check_range("DynamicBatchSampler.max_batch_size", max_batch_size, ge=1, null=True, error=ValueError)
         if len(sizes) < world_size:
             raise DataError(f"DynamicBatchSampler: {len(sizes)} items cannot give each of {world_size} ranks a batch")
         self.sizes = np.asarray(sizes, dtype=np.int64)
@@ -185,6 +184,5 @@ class DynamicBatchSampler(Sampler[list[int]]):
                 )
         self.epoch = int(state["epoch"])
         done = int(state["batches_yielded"])
-        if not 0 <= done <= len(self):
-            raise ValueError(f"DynamicBatchSampler.load_state_dict: batches_yielded={done} outside 0..{len(self)}")
+        check_range("DynamicBatchSampler.load_state_dict: batches_yielded", done, ge=0, le=len(self), error=ValueError)
         self._resume_from = self._yielded = done

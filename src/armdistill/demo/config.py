@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from armdistill.checks import check_range
 from armdistill.config import ConfigError, apply_overrides, from_dict, load_yaml
 from armdistill.distill.config import DistillConfig
 from armdistill.eval.probe import ProbeConfig
@@ -29,10 +30,8 @@ class CorpusSection:
     dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.minutes > 0:
-            raise ConfigError(f"minutes: must be positive, got {self.minutes}")
-        if self.workers < 1:
-            raise ConfigError(f"workers: must be at least 1, got {self.workers}")
+        check_range("minutes", self.minutes, gt=0)
+        check_range("workers", self.workers, ge=1)
 
 
 @dataclass
@@ -47,8 +46,7 @@ class ProbeSection:
     settings: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        if self.train_minutes is not None and not self.train_minutes > 0:
-            raise ConfigError(f"train_minutes: must be positive or null, got {self.train_minutes}")
+        check_range("train_minutes", self.train_minutes, gt=0, null=True)
 
 
 @dataclass
@@ -65,8 +63,7 @@ class AblationSection:
     def __post_init__(self) -> None:
         if not self.steps or any(s < 1 for s in self.steps) or len(set(self.steps)) != len(self.steps):
             raise ConfigError(f"steps: expected distinct step counts >= 1, got {self.steps}")
-        if self.jobs < 1:
-            raise ConfigError(f"jobs: must be at least 1, got {self.jobs}")
+        check_range("jobs", self.jobs, ge=1)
 
 
 @dataclass
@@ -95,12 +92,9 @@ class DemoConfig:
     ablation: AblationSection = field(default_factory=AblationSection)
 
     def __post_init__(self) -> None:
-        if self.teacher_margin < 0:
-            raise ConfigError(f"teacher_margin: must be >= 0, got {self.teacher_margin}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads: must be at least 1 or null, got {self.threads}")
-        if self.attention_utterance < 0:
-            raise ConfigError(f"attention_utterance: must be >= 0, got {self.attention_utterance}")
+        check_range("teacher_margin", self.teacher_margin, ge=0)
+        check_range("threads", self.threads, ge=1, null=True)
+        check_range("attention_utterance", self.attention_utterance, ge=0)
 
 
 DEMO_FILES = {"default": "demo.yaml", "quick": "demo-quick.yaml", "ablation": "demo-ablation.yaml"}

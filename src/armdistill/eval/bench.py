@@ -31,7 +31,9 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
+from armdistill.checks import check_range
 from armdistill.config import ConfigError
+from armdistill.errors import expected
 from armdistill.frames import SAMPLE_RATE
 from armdistill.io.onnx_model import OnnxStudent, onnx_model_path
 from armdistill.models.macs import gmacs_per_second
@@ -56,13 +58,13 @@ class BenchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
-            raise ConfigError(f"bench: batch and repeats must be >= 1 and warmup >= 0, got {self.batch}, "
-                             f"{self.repeats}, {self.warmup}")
-        if not self.seconds or min(self.seconds) <= 0 or self.throughput_seconds <= 0:
-            raise ConfigError(f"--seconds: expected positive input lengths, got {list(self.seconds)}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads: expected at least 1, got {self.threads}")
+        check_range("--batch", self.batch, ge=1)
+        check_range("--repeats", self.repeats, ge=1)
+        check_range("--warmup", self.warmup, ge=0)
+        if not self.seconds or min(self.seconds) <= 0:
+            raise ConfigError(expected("--seconds", "positive input lengths", list(self.seconds)))
+        check_range("--throughput-seconds", self.throughput_seconds, gt=0)
+        check_range("--threads", self.threads, ge=1, null=True)
 
 
 @dataclass

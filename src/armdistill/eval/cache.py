@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from armdistill.checks import check_shape
 from armdistill.config import ConfigError
 from armdistill.data.audio import AudioFileError, load_audio
 from armdistill.data.bad_audio import BadAudioPolicy
@@ -199,10 +200,8 @@ def load_or_extract(
         features = _manifest_features(upstream, manifest, manifest_path, batch_seconds, on_bad_audio, skipped)
         with torch_threads(threads or auto_threads()):
             for i, feats in tqdm(features, total=len(manifest), desc=f"features {upstream.name}", disable=not progress):
-                if feats.dim() != 3:
-                    raise ValueError(f"upstream {upstream.name}: expected [layers, frames, dim], got {tuple(feats.shape)}")
-                if dims is not None and (feats.shape[0], feats.shape[2]) != dims:
-                    raise ValueError(f"upstream {upstream.name}: layer/dim shape changed at utterance {i}")
+                shape = ("layers", "frames", "dim") if dims is None else (dims[0], "frames", dims[1])
+                check_shape(f"upstream {upstream.name}, utterance {i}", feats, shape)
                 dims = (feats.shape[0], feats.shape[2])
                 chunks.append(feats.cpu())
                 chunk_bytes += feats.numel() * torch_dtype.itemsize

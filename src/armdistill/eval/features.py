@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from armdistill.checks import check_shape
+from armdistill.errors import expected
 from armdistill.frames import SAMPLE_RATE
 
 WINDOW = 400
@@ -34,8 +36,7 @@ def num_frames(num_samples: int) -> int:
 
 def frame_signal(wav: Tensor) -> Tensor:
     """``[samples]`` -> ``[frames, WINDOW]`` (no padding; a short tail is dropped)."""
-    if wav.dim() != 1:
-        raise ValueError(f"wav: expected [samples], got shape {tuple(wav.shape)}")
+    check_shape("wav", wav, ("samples",))
     if wav.numel() < WINDOW:
         return wav.new_zeros(0, WINDOW)
     return wav.unfold(0, WINDOW, HOP)
@@ -139,4 +140,4 @@ def baseline_features(name: str, wav: Tensor) -> Tensor:
         d1 = deltas(ceps)
         feats = cmvn(torch.cat([ceps, d1, deltas(d1)], dim=1))
         return stack_context(feats, 2) if name == "mfcc-context" else feats
-    raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+    raise ValueError(expected("baseline", f"one of {list(BASELINES)}", name))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from armdistill.checks import check_choice, check_range
 from armdistill.config import ConfigError, from_dict, to_dict
 from armdistill.data.bad_audio import BadAudioPolicy
 from armdistill.data.manifest import read_labels, read_manifest
@@ -89,16 +90,11 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "min_epochs", "num_threads", "feature_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be at least 1 or null, got {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"lr: must be positive, got {self.lr}")
+            check_range(name, getattr(self, name), ge=1, null=True)
+        check_range("lr", self.lr, gt=0, null=True)
         for name in ("batch_size", "patience", "lstm_hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.feature_batch_seconds is not None and self.feature_batch_seconds <= 0:
-            raise ConfigError(f"feature_batch_seconds: must be positive or null, got {self.feature_batch_seconds}")
+            check_range(name, getattr(self, name), ge=1)
+        check_range("feature_batch_seconds", self.feature_batch_seconds, gt=0, null=True)
         try:
             torch.device(self.feature_device)
         except RuntimeError:
@@ -279,8 +275,7 @@ def run_probe(
     Returns the metrics dict: ``metric`` (per / wer / accuracy), ``test`` and ``valid`` values,
     ``test_scores`` (all test metrics), ``layer_weights`` with ``layer_names``, ``cache_hits``.
     """
-    if task not in TASKS:
-        raise ConfigError(f"task: {task!r} is not one of {list(TASKS)}")
+    check_choice("task", task, TASKS)
     cfg = (cfg or ProbeConfig()).resolved(task)
     up = as_upstream(upstream, cfg.student_features, cfg.seed).to(cfg.feature_device)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "features"

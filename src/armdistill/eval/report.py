@@ -17,6 +17,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from armdistill.checks import check_choice
 from armdistill.config import ConfigError
 from armdistill.distill.export import INFO_NAME
 from armdistill.errors import FileFormatError, MissingFileError
@@ -77,8 +78,7 @@ def find_student(run_dir: Path) -> Path | None:
 
 def column_key(metrics: dict[str, Any], path: Path) -> str:
     task = metrics.get("task")
-    if task not in TASK_COLUMNS:
-        raise FileFormatError(f"{path}: 'task' must be one of {list(TASK_COLUMNS)}, got {task!r}")
+    check_choice(f"{path}: task", task, list(TASK_COLUMNS), error=FileFormatError)
     features = metrics.get("student_features")
     return task if features in (None, "hidden") else f"{task}:{features}"
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from armdistill.config import ConfigError
+from armdistill.errors import expected
 from armdistill.eval.upstream import StudentFeatures, StudentUpstream, TeacherUpstream, load_upstream
 from armdistill.frames import padding_mask
 
@@ -115,7 +116,7 @@ def register_upstream(hub: Any, name: str, factory: Callable[..., S3PRLUpstream]
     """Make ``-u name`` resolve to ``factory`` in s3prl's hub (``getattr(hub, name)``), refusing
     to shadow one of s3prl's own upstreams."""
     if not name.isidentifier() or name.startswith("_"):
-        raise ConfigError(f"upstream name {name!r}: must be a Python identifier not starting with '_'")
+        raise ConfigError(expected("--name", "a Python identifier not starting with '_'", name))
     existing = getattr(hub, name, None)
     if existing is not None and not getattr(existing, "_armdistill", False):
         raise ConfigError(f"upstream name {name!r} is already an s3prl upstream; choose another --name")

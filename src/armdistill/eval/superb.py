@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from armdistill.checks import check_choice
 from armdistill.config import ConfigError
 from armdistill.errors import MissingFileError, UserError
 from armdistill.eval.s3prl_upstream import load_s3prl_upstream, register_upstream, upstream_factory
@@ -91,8 +92,7 @@ def _absolutise(runner_args: Sequence[str], cwd: Path) -> list[str]:
 def runner_argv(task: str, name: str, upstream: str | Path, runner_args: Sequence[str], cwd: Path) -> list[str]:
     """The runner's ``sys.argv``: ``run_downstream.py`` + ours (``-u -k -d``, ``-c`` unless the caller
     gives one) + the caller's arguments with their paths made absolute."""
-    if task not in SUPERB_TASKS:
-        raise ConfigError(f"task: {task!r} is not one of {list(SUPERB_TASKS)}")
+    check_choice("task", task, SUPERB_TASKS)
     for arg in runner_args:
         if _option(arg, _OURS):
             raise ConfigError(f"runner argument {arg}: set by armdistill superb (--task, --upstream, --name)")

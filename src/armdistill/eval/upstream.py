@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from armdistill.checks import check_choice
 from armdistill.config import ConfigError
 from armdistill.config import to_dict
 from armdistill.eval.features import BASELINES, baseline_features
@@ -65,8 +66,7 @@ class BaselineUpstream(Upstream):
     """MFCC / fbank features as a single 'layer'."""
 
     def __init__(self, name: str):
-        if name not in BASELINES:
-            raise ConfigError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+        check_choice("baseline", name, BASELINES)
         self.name = name
         self.layer_names = [name]
 
@@ -89,8 +89,7 @@ class StudentUpstream(Upstream):
     projection-head outputs (``projections``: one per layer)."""
 
     def __init__(self, student: Student, features: StudentFeatures = "hidden", name: str = "student"):
-        if features not in STUDENT_FEATURES:
-            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+        check_choice("student_features", features, STUDENT_FEATURES)
         if features == "projections" and student.heads is None:
             raise ConfigError(f"{name}: student has no projection heads (proj_dim is null); use 'hidden'")
         self.student = student.eval().requires_grad_(False)
@@ -131,8 +130,7 @@ class OnnxUpstream(Upstream):
     onnxruntime uses as many threads as torch does when the upstream is built."""
 
     def __init__(self, path: str | Path, features: StudentFeatures = "hidden", name: str | None = None):
-        if features not in STUDENT_FEATURES:
-            raise ConfigError(f"student features: {features!r} is not one of {list(STUDENT_FEATURES)}")
+        check_choice("student_features", features, STUDENT_FEATURES)
         self.path = Path(path)
         self.model = OnnxStudent(self.path, threads=torch.get_num_threads())
         self.output = "hidden_states" if features == "hidden" else "projections"

@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, ModelOutput, SequenceClassifierOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
+from armdistill.errors import expected
 from armdistill.export.hf_configuration import ArmdistillConfig
 from armdistill.frames import valid_mask
 from armdistill.models.config import StudentConfig
@@ -143,7 +144,7 @@ class ArmdistillForCTC(_ArmdistillWithHead):
         if labels is None:
             return None, logits
         if labels.max() >= self.config.vocab_size:
-            raise ValueError(f"labels: values must be < vocab_size {self.config.vocab_size}")
+            raise ValueError(expected("labels", f"token ids below vocab_size={self.config.vocab_size}", int(labels.max())))
         if frames is None:
             frames = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
         blank = self.config.pad_token_id

@@ -22,12 +22,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
+from armdistill.checks import check_choice, check_range
 from armdistill.config import ConfigError
 from armdistill.data.audio import load_audio
 from armdistill.data.augment import AugmentConfig, Augmenter, change_speed, stretch_index
 from armdistill.data.manifest import label_path, read_manifest
 from armdistill.distill.masking import MaskConfig, compute_mask
-from armdistill.errors import DataError
+from armdistill.errors import DataError, expected
 from armdistill.frames import SAMPLE_RATE, WAV2VEC2_KERNELS_STRIDES, conv_output_lengths
 from armdistill.pretrain.kmeans import kmeans
 from armdistill.synth.alignments import frame_labels
@@ -64,13 +65,11 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.targets not in ("phones", "kmeans"):
-            raise ConfigError(f"targets: expected 'phones' or 'kmeans', got {self.targets!r}")
+        check_choice("targets", self.targets, ("phones", "kmeans"))
         for name in ("steps", "batch_size", "dim", "num_layers", "num_heads", "ffn_dim", "num_clusters"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+            check_range(name, getattr(self, name), ge=1)
         if self.dim % self.num_heads or self.dim % 16:
-            raise ConfigError(f"dim: {self.dim} must be divisible by num_heads and by 16")
+            raise ConfigError(expected("dim", f"a multiple of num_heads={self.num_heads} and of 16", self.dim))
 
 
 def hubert_config(cfg: PretrainConfig) -> HubertConfig:

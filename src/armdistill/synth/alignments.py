@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from armdistill.checks import check_range
 from armdistill.synth.espeak import Synthesis
 from armdistill.synth.phones import SILENCE, ipa_to_arpabet
 
@@ -145,8 +146,7 @@ def frame_labels(alignment: dict, num_frames: int, frame_rate: float = 50.0) -> 
 
     Returns ``num_frames`` labels, e.g. targets for frame-level phone classification.
     """
-    if frame_rate <= 0:
-        raise ValueError(f"frame_rate must be positive, got {frame_rate}")
+    check_range("frame_rate", frame_rate, gt=0, error=ValueError)
     segments = alignment.get("phones")
     if not segments:
         raise ValueError("alignment has no 'phones' segments")

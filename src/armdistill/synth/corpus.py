@@ -34,7 +34,8 @@ from typing import Literal
 
 import numpy as np
 
-from armdistill.config import ConfigError, to_dict
+from armdistill.checks import check_choice, check_range
+from armdistill.config import to_dict
 from armdistill.data.augment import SYNTH_AUGMENT
 from armdistill.data.manifest import label_path, write_manifest
 from armdistill.errors import FileFormatError
@@ -250,12 +251,9 @@ def generate(
     Returns the metadata (also written to ``meta.json`` / ``ks_meta.json``, last, so an
     interrupted run is never mistaken for a finished one).
     """
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
-    if not minutes > 0:
-        raise ConfigError(f"minutes must be positive, got {minutes}")
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
+    check_choice("task", task, TASKS)
+    check_range("minutes", minutes, gt=0)
+    check_range("workers", workers, ge=1)
     out = Path(out)
     args = _args(task, minutes, seed, speakers, augment)
     meta = load_meta(out, task)

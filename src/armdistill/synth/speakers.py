@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from armdistill.checks import check_choice
+
 LANGUAGE = "en-us"
 # Variants checked to exist in espeakng-loader's data and to synthesise without clipping.
 VARIANTS: tuple[str, ...] = (
@@ -97,8 +99,7 @@ WIDE_SPEAKERS: tuple[Speaker, ...] = _wide_table()
 
 
 def speaker_table(table: SpeakerTable) -> tuple[Speaker, ...]:
-    if table not in SPEAKER_TABLES:
-        raise ValueError(f"speaker table must be one of {SPEAKER_TABLES}, got {table!r}")
+    check_choice("speakers", table, SPEAKER_TABLES, error=ValueError)
     return SPEAKERS if table == "demo" else WIDE_SPEAKERS
 
 
