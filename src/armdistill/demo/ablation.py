@@ -29,6 +29,7 @@ from typing import Any
 from scipy import stats
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, to_dict
+from armdistill.console import apply_console_state, console_state
 from armdistill.demo.config import DemoConfig
 from armdistill.distill.config import resolved_dict
 from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
@@ -243,8 +244,9 @@ def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
                 else:
                     shared[(v.key, n, seed)] = job
     results: dict[tuple[str, int, int], dict[str, Any]] = {}
-    # spawn: a fresh interpreter per worker, no forked torch / Lightning state
-    with ProcessPoolExecutor(base.ablation.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # spawn: a fresh interpreter per worker, no forked torch / Lightning state; the console as ours
+    with ProcessPoolExecutor(base.ablation.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=apply_console_state, initargs=(console_state(),)) as pool:
         futures = {pool.submit(run_one, cfg, corpus, manifests, run_dir): job for job, (cfg, run_dir) in jobs.items()}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
