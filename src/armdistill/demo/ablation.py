@@ -32,6 +32,7 @@ from armdistill.config import ConfigError, apply_overrides, from_dict, to_dict
 from armdistill.console import apply_console_state, console_state
 from armdistill.demo.config import DemoConfig
 from armdistill.distill.config import resolved_dict
+from armdistill.errors import expected
 from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
 from armdistill.models.student import Student
 from armdistill.threads import torch_threads
@@ -78,7 +79,7 @@ def selected(keys: list[str] | None) -> tuple[Variant, ...]:
     by_key = {v.key: v for v in VARIANTS}
     unknown = sorted(set(keys or []) - set(by_key))
     if unknown:
-        raise ConfigError(f"ablation.variants: unknown variant {unknown[0]!r}; expected keys of {list(by_key)}")
+        raise ConfigError(expected("ablation.variants", f"variant keys of {list(by_key)}", unknown[0]))
     wanted = set(by_key) if keys is None else {REFERENCE, *keys}
     while not {by_key[k].against for k in wanted} <= wanted:
         wanted |= {by_key[k].against for k in wanted}
