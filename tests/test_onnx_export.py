@@ -115,6 +115,20 @@ def test_padded_batch_frames_equal_each_utterance_alone_in_paper_mode(exported: 
     assert np.abs(batch["hidden_states"][:, 0, :n] - alone["hidden_states"][:, 0]).max() < ATOL
 
 
+@pytest.mark.parametrize("name", ["arm-paper", "arm-explicit", "attn-paper"])
+def test_graph_computes_each_map_once_and_masks_keys_by_addition(exported: dict, name: str) -> None:
+    """paper students trace through the stored-map route; no full-size select over the scores."""
+    graph = onnx.load(str(exported["root"] / name / MODEL_NAME)).graph
+    student = exported["students"][name]
+    assert [n.op_type for n in graph.node].count("Softmax") == sum(student.config.reuse_pattern)
+    constants = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    fills = [constants.get(n.input[1]) for n in graph.node if n.op_type == "Where"]
+    assert sum(f is not None and np.isneginf(f).all() for f in fills) == sum(student.config.reuse_pattern)
+    adds = {n.input[1] for n in graph.node if n.op_type == "Add"}
+    assert all(n.output[0] in adds for n in graph.node if n.op_type == "Where" and n.input[1] in constants
+               and np.isneginf(constants[n.input[1]]).all())
+
+
 @pytest.mark.parametrize("name", ["arm-paper", "attn-paper"])
 def test_int8_model_stays_within_measured_distance_of_fp32(exported: dict, name: str) -> None:
     root = exported["root"]
