@@ -194,9 +194,11 @@ def test_fuzzed_recipes_give_user_errors_naming_the_file(tmp_path) -> None:
 
 def test_console_hides_library_noise_but_not_ours() -> None:
     import logging
+    import multiprocessing
     import warnings
+    from concurrent.futures import ProcessPoolExecutor
 
-    from armdistill.cli import quiet_libraries
+    from armdistill.console import LIBRARY_LOGGERS, LIBRARY_NOISE, apply_console_state, console_state, quiet_libraries
 
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "transformers")]
     levels = [logger.level for logger in loggers]
@@ -205,7 +207,13 @@ def test_console_hides_library_noise_but_not_ours() -> None:
         quiet_libraries()
         warnings.warn("torch.utils._pytree.LeafSpec is deprecated", FutureWarning)
         warnings.warn("armdistill: 3 files skipped", UserWarning)
+        # a spawned worker (the ablation's) starts with Python's defaults unless handed ours
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=apply_console_state, initargs=(console_state(),)) as pool:
+            filters, worker_levels = pool.submit(console_state).result()
     assert [str(w.message) for w in seen] == ["armdistill: 3 files skipped"]
     assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
+    assert worker_levels == dict.fromkeys(LIBRARY_LOGGERS, logging.WARNING)
+    assert {f[1].pattern for f in filters if f[0] == "ignore" and f[1] is not None} >= set(LIBRARY_NOISE)
     for logger, level in zip(loggers, levels):
         logger.setLevel(level)

@@ -224,11 +224,18 @@ def test_ablation_table():
 
 def test_ablation_runs_in_parallel_and_resumes(demo_run: tuple[Path, dict], cache: Path, tmp_path: Path):
     base = load_demo_config(CONFIG_DIR / "demo-ablation.yaml", tiny_overrides(cache) + [
-        "ablation.steps=[1,2]", "ablation.jobs=2", "ablation.variants=[release_reuse]"])
+        "ablation.steps=[1,2]", "ablation.jobs=2", "ablation.variants=[release_reuse, suggested_pattern]"])
     ablation.run_ablation(base, tmp_path, [0])
     summary = json.loads((tmp_path / "ablation.json").read_text())
-    assert [row["key"] for row in summary["variants"]] == ["reference", "release_reuse"] and summary["steps"] == [1, 2]
-    for row in summary["variants"]:
+    keys = [row["key"] for row in summary["variants"]]
+    assert keys == ["reference", "release_reuse", "suggested_pattern"] and summary["steps"] == [1, 2]
+    # the suggested pattern is tiny-arm's own alternation: the reference's runs, not a repeat of them
+    suggested = summary["variants"][2]
+    assert suggested["same_runs_as"] == "reference" and not (tmp_path / "suggested_pattern").exists()
+    for steps in ("1", "2"):
+        assert suggested["schedules"][steps]["runs"] == summary["variants"][0]["schedules"][steps]["runs"]
+        assert suggested["schedules"][steps]["verdict"] == "same runs as reference"
+    for row in summary["variants"][:2]:
         for steps in (1, 2):
             run_dir = tmp_path / row["key"] / f"steps{steps}" / "seed0"
             metrics = json.loads((run_dir / "probe" / "metrics.json").read_text())

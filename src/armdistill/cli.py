@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
-import warnings
 
+from armdistill.console import quiet_libraries
 from armdistill.errors import UserError
 
 COMMAND_MODULES = (
@@ -28,22 +27,6 @@ COMMAND_MODULES = (
     "armdistill.export.commands",
     "armdistill.eval.bench_commands",
 )
-
-
-# Library messages that say nothing to a user of ours; shown again with --verbose.
-LIBRARY_NOISE = (
-    r".*LeafSpec.*",  # torch's pytree deprecation, raised from inside Lightning
-    r".*mismatched key_padding_mask and attn_mask.*",  # torch, from transformers' WavLM
-)
-LIBRARY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "transformers")
-
-
-def quiet_libraries() -> None:
-    """Keep the console ours: hide known library noise and libraries' info chatter."""
-    for pattern in LIBRARY_NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

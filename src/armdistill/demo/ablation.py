@@ -9,7 +9,8 @@ variant and seed s of its baseline share initialisation, batch order, masks and 
 difference is the paired sample whose mean, sd and t-interval over seeds the report gives.
 Runs go to ``jobs`` worker processes, seed by seed; a finished run (its ``result.json``) and the
 teacher's probe (its ``metrics.json``) are not repeated and an unfinished distillation resumes
-from its newest checkpoint, so an interrupted ablation continues where it stopped.
+from its newest checkpoint, so an interrupted ablation continues where it stopped. A variant that
+resolves to a run already listed (:func:`run_identity`) shares that run instead of repeating it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any
 from scipy import stats
 
 from armdistill.config import ConfigError, apply_overrides, from_dict, to_dict
+from armdistill.console import apply_console_state, console_state
 from armdistill.demo.config import DemoConfig
+from armdistill.distill.config import resolved_dict
 from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
 from armdistill.models.student import Student
 from armdistill.threads import torch_threads
@@ -90,6 +93,16 @@ def variant_config(base: DemoConfig, variant: Variant, seed: int, steps: int | N
     return from_dict(DemoConfig, data)
 
 
+def run_identity(cfg: DemoConfig) -> str:
+    """What a run computes: the demo config with the student section replaced by the student it
+    resolves to, so that a variant spelling out the preset's own settings (e.g. the reuse pattern
+    ``analyze-attention`` suggests, when it is the preset's alternation) is the same run."""
+    data = to_dict(cfg)
+    data["distill"]["student"] = resolved_dict(cfg.distill)["resolved"]["student"]
+    data["distill"]["init_from_teacher"] = cfg.distill.init_from_teacher
+    return json.dumps(data, sort_keys=True)
+
+
 def run_one(cfg: DemoConfig, corpus: Path, manifests: dict[str, Path], out: Path) -> dict[str, Any]:
     """Distil and probe one (variant, schedule, seed); reuses a finished run's results."""
     result_path = out / "result.json"
@@ -135,7 +148,8 @@ def verdict(diff: dict[str, Any]) -> str:
 
 
 def summarise(rows: list[dict[str, Any]], steps: list[int]) -> None:
-    """Add to each row and schedule the PER mean / sd and the paired difference against its baseline."""
+    """Add to each row and schedule the PER mean / sd and the paired difference against its baseline
+    (a row whose runs are another variant's, ``same_runs_as``, says so instead of a verdict)."""
     by_key = {row["key"]: row for row in rows}
     for row in rows:
         for n in steps:
@@ -146,7 +160,8 @@ def summarise(rows: list[dict[str, Any]], steps: list[int]) -> None:
             if row["key"] != row["against"]:
                 base = {r["seed"]: r["per"] for r in by_key[row["against"]]["schedules"][str(n)]["runs"]}
                 entry["difference"] = paired_difference(pers, base)
-                entry["verdict"] = verdict(entry["difference"])
+                same = row.get("same_runs_as")
+                entry["verdict"] = f"same runs as {same}" if same else verdict(entry["difference"])
         # the same variant and seed from N to the longer schedules: is it still moving?
         first = {r["seed"]: r["per"] for r in row["schedules"][str(steps[0])]["runs"]}
         row["longer_minus_first"] = {
@@ -214,20 +229,35 @@ def run_ablation(base: DemoConfig, out: str | Path, seeds: list[int]) -> str:
     else:
         with torch_threads(base.threads):
             teacher = probe("teacher", f"teacher:{teacher_source(base)}", manifests, out / "teacher", probe_settings(base))
-    # seed by seed, so that a stopped ablation leaves complete pairs
-    jobs = {(v.key, n, seed): (variant_config(base, v, seed, n), out / v.key / f"steps{n}" / f"seed{seed}")
-            for seed in seeds for n in steps for v in variants}
+    # seed by seed, so that a stopped ablation leaves complete pairs; a variant that resolves to a
+    # run already listed shares it instead of repeating it
+    jobs: dict[tuple[str, int, int], tuple[DemoConfig, Path]] = {}
+    shared: dict[tuple[str, int, int], tuple[str, int, int]] = {}
+    first_of: dict[str, tuple[str, int, int]] = {}
+    for seed in seeds:
+        for n in steps:
+            for v in variants:
+                cfg = variant_config(base, v, seed, n)
+                job = first_of.setdefault(run_identity(cfg), (v.key, n, seed))
+                if job == (v.key, n, seed):
+                    jobs[job] = (cfg, out / v.key / f"steps{n}" / f"seed{seed}")
+                else:
+                    shared[(v.key, n, seed)] = job
     results: dict[tuple[str, int, int], dict[str, Any]] = {}
-    # spawn: a fresh interpreter per worker, no forked torch / Lightning state
-    with ProcessPoolExecutor(base.ablation.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # spawn: a fresh interpreter per worker, no forked torch / Lightning state; the console as ours
+    with ProcessPoolExecutor(base.ablation.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=apply_console_state, initargs=(console_state(),)) as pool:
         futures = {pool.submit(run_one, cfg, corpus, manifests, run_dir): job for job, (cfg, run_dir) in jobs.items()}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             key, n, seed = futures[future]
             print(f"[{time.perf_counter() - began:6.0f} s] ablation: {key}, {n} steps, seed {seed}: "
                   f"PER {results[futures[future]]['per']:.3f} ({len(results)}/{len(jobs)})", file=sys.stderr)
+    results.update({job: results[source] for job, source in shared.items()})
+    same_runs_as = {job[0]: source[0] for job, source in shared.items()}
     rows = [
         {"key": v.key, "label": v.label, "overrides": list(v.overrides), "against": v.against,
+         "same_runs_as": same_runs_as.get(v.key),
          "schedules": {str(n): {"runs": [{"seed": s, **results[(v.key, n, s)]} for s in seeds]} for n in steps}}
         for v in variants
     ]
