@@ -16,12 +16,11 @@ work=runs/onnx-latency
 out="benchmarks/results/bench_onnx_cpu_${threads}thread$([ "$threads" = 1 ] || echo s)"
 models=()
 for preset in armhubert maskhubert; do
-  if [ ! -f "$work/$preset-onnx/model.int8.onnx" ]; then
-    rm -rf "$work/$preset" "$work/$preset-onnx"
-    python -c "import sys, torch; from armdistill import Student; torch.manual_seed(0); Student.from_preset(sys.argv[1]).save_pretrained(sys.argv[2])" \
-      "$preset" "$work/$preset"
-    python -m armdistill.cli export "$work/$preset" "$work/$preset-onnx" --format onnx --quantize int8
-  fi
+  # exported afresh every run, so the rows measure the current exporter's graphs
+  rm -rf "$work/$preset" "$work/$preset-onnx"
+  python -c "import sys, torch; from armdistill import Student; torch.manual_seed(0); Student.from_preset(sys.argv[1]).save_pretrained(sys.argv[2])" \
+    "$preset" "$work/$preset"
+  python -m armdistill.cli export "$work/$preset" "$work/$preset-onnx" --format onnx --quantize int8
   models+=("$preset" "$work/$preset-onnx/model.onnx" "$work/$preset-onnx/model.int8.onnx")
 done
 python -m armdistill.cli bench hubert-base "${models[@]}" --reuse-modes paper --seconds 10 --batch 1 \

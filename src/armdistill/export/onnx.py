@@ -7,6 +7,12 @@ PyTorch's. It is traced by torch's TorchScript-based exporter (``dynamo=False``)
 exporters matched PyTorch to 1e-5 on the tiny students in every reuse mode, and this one exported
 in 1-5 s where the ``torch.export``-based one took 20-70 s (2 shared CPU cores).
 
+Two exact simplifications make the graph cheaper for onnxruntime (per-op profiles in
+``docs/export.md``): ``paper`` students are traced through the stored-map route (``kernel="stored"``,
+the same maths), so a reusing layer applies its computing layer's map instead of recomputing
+``softmax(QK^T)``, and padded keys are masked by adding a ``[batch, 1, 1, keys]`` bias of 0 / -inf
+(:func:`additive_masks`) instead of selecting over the whole ``[batch, heads, T, S]`` score tensor.
+
 ``--quantize int8`` adds onnxruntime's dynamic quantisation (int8 weights, activations
 quantised per call) of the MatMul / Gemm weights; the convolutions stay fp32 (see
 ``QUANTIZED_OPS``). Activation ranges are taken over the whole batch tensor, so unlike fp32 the
@@ -23,7 +29,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
 from armdistill.config import ConfigError, to_dict
@@ -34,9 +42,13 @@ from armdistill.models.student import Student
 INTERFACE_VERSION = 1
 OPSET = 17
 INPUTS: tuple[str, ...] = ("wav", "lengths")
-# Dynamic quantisation of the linear layers only. Quantising the CNN's convolutions as well
-# (onnxruntime's ConvInteger) made armhubert slower than with fp32 convolutions and its hidden
-# states 4x further from fp32.
+# Dynamic quantisation of the linear layers only; the convolutions stay fp32. Dynamic int8
+# convolutions (onnxruntime's ConvInteger) made armhubert slower and its hidden states 4x further
+# from fp32. Static int8 convolutions (QLinearConv, per-channel weights, calibrated activations)
+# made it 1.3x faster but, on the demo's student, moved the hidden states 7x further from fp32
+# with one CNN layer quantised and 60x with all of them: one scale per activation tensor cannot
+# serve CNN channels whose ranges differ tenfold, and the feature projection's LayerNorm amplifies
+# the error of the small ones (benchmarks/onnx_int8_options.py).
 QUANTIZED_OPS: tuple[str, ...] = ("MatMul", "Gemm")
 # The check batch: two utterances of seeded noise, the second padded (samples per utterance).
 CHECK_LENGTHS: tuple[int, ...] = (32000, 20480)
@@ -55,7 +67,7 @@ class ExportGraph(nn.Module):
         self.student = student.eval()
 
     def forward(self, wav: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
-        out = self.student(wav, lengths)
+        out = self.student(wav, lengths, kernel="stored")
         outputs = [out.hidden_states[-1], torch.stack(out.hidden_states)]
         if out.projections is not None:
             outputs.append(torch.stack(out.projections))
@@ -112,8 +124,34 @@ def distances(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, d
     return result
 
 
+def additive_masks(model: onnx.ModelProto) -> int:
+    """Rewrite every ``Where(mask, -inf, scores)`` as ``scores + Where(mask, -inf, 0)``; returns the count.
+
+    Equal for finite scores (``s + 0 == s``, ``s - inf == -inf``). The mask is the key-padding mask
+    broadcast over heads and queries, so the select runs on ``[batch, 1, 1, keys]`` and the
+    full-size op is a broadcast Add, which onnxruntime runs several times faster than a broadcast Where.
+    """
+    producers = {name: node for node in model.graph.node for name in node.output}
+    nodes, count = [], 0
+    for node in model.graph.node:
+        fill = producers.get(node.input[1]) if node.op_type == "Where" else None
+        if fill is None or fill.op_type != "Constant" or not np.isneginf(numpy_helper.to_array(fill.attribute[0].t)).all():
+            nodes.append(node)
+            continue
+        zero, bias = f"{node.name}/zero", f"{node.name}/bias"
+        nodes += [
+            helper.make_node("Constant", [], [zero], name=zero, value=numpy_helper.from_array(np.zeros((), np.float32))),
+            helper.make_node("Where", [node.input[0], node.input[1], zero], [bias], name=bias),
+            helper.make_node("Add", [node.input[2], bias], list(node.output), name=node.name),
+        ]
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
+
+
 def export_onnx(student: Student, path: Path) -> None:
-    """Trace ``student`` to ``path`` with dynamic batch, samples and frames axes."""
+    """Trace ``student`` to ``path`` with dynamic batch, samples and frames axes, key masks additive."""
     names = output_names(student)
     frames = {0: "batch", 1: "frames"}
     stacked = {1: "batch", 2: "frames"}
@@ -132,6 +170,9 @@ def export_onnx(student: Student, path: Path) -> None:
             ExportGraph(student), (torch.from_numpy(wav), torch.from_numpy(lengths)), str(path),
             input_names=list(INPUTS), output_names=names, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
         )
+    model = onnx.load(str(path))
+    additive_masks(model)
+    onnx.save(model, str(path))
 
 
 def quantize_int8(fp32: Path, int8: Path) -> None:
