@@ -12,16 +12,18 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 threads="${1:?threads}"
 repeats="${2:-11}"
+# the project's venv (make install) unless PYTHON names another interpreter
+py="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}"
 work=runs/onnx-latency
 out="benchmarks/results/bench_onnx_cpu_${threads}thread$([ "$threads" = 1 ] || echo s)"
 models=()
 for preset in armhubert maskhubert; do
   # exported afresh every run, so the rows measure the current exporter's graphs
   rm -rf "$work/$preset" "$work/$preset-onnx"
-  python -c "import sys, torch; from armdistill import Student; torch.manual_seed(0); Student.from_preset(sys.argv[1]).save_pretrained(sys.argv[2])" \
+  "$py" -c "import sys, torch; from armdistill import Student; torch.manual_seed(0); Student.from_preset(sys.argv[1]).save_pretrained(sys.argv[2])" \
     "$preset" "$work/$preset"
-  python -m armdistill.cli export "$work/$preset" "$work/$preset-onnx" --format onnx --quantize int8
+  "$py" -m armdistill.cli export "$work/$preset" "$work/$preset-onnx" --format onnx --quantize int8
   models+=("$preset" "$work/$preset-onnx/model.onnx" "$work/$preset-onnx/model.int8.onnx")
 done
-python -m armdistill.cli bench hubert-base "${models[@]}" --reuse-modes paper --seconds 10 --batch 1 \
+"$py" -m armdistill.cli bench hubert-base "${models[@]}" --reuse-modes paper --seconds 10 --batch 1 \
   --throughput-seconds 10 --threads "$threads" --repeats "$repeats" --out "$out"
