@@ -31,9 +31,9 @@ from scipy import stats
 from armdistill.config import ConfigError, apply_overrides, from_dict, to_dict
 from armdistill.console import apply_console_state, console_state
 from armdistill.demo.config import DemoConfig
+from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
 from armdistill.distill.config import resolved_dict
 from armdistill.errors import expected
-from armdistill.demo.stages import distill, probe, probe_manifests, probe_settings, synthesise, teacher_source
 from armdistill.models.student import Student
 from armdistill.threads import torch_threads
 

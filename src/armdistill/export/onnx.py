@@ -124,6 +124,15 @@ def distances(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, d
     return result
 
 
+def _is_neg_inf_constant(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` is a Constant whose ``value`` tensor is all -inf (other Constant forms, e.g.
+    ``value_float``, are left alone)."""
+    if node.op_type != "Constant" or [a.name for a in node.attribute] != ["value"]:
+        return False
+    value = numpy_helper.to_array(node.attribute[0].t)
+    return value.size > 0 and bool(np.isneginf(value).all())
+
+
 def additive_masks(model: onnx.ModelProto) -> int:
     """Rewrite every ``Where(mask, -inf, scores)`` as ``scores + Where(mask, -inf, 0)``; returns the count.
 
@@ -135,7 +144,7 @@ def additive_masks(model: onnx.ModelProto) -> int:
     nodes, count = [], 0
     for node in model.graph.node:
         fill = producers.get(node.input[1]) if node.op_type == "Where" else None
-        if fill is None or fill.op_type != "Constant" or not np.isneginf(numpy_helper.to_array(fill.attribute[0].t)).all():
+        if fill is None or not _is_neg_inf_constant(fill):
             nodes.append(node)
             continue
         zero, bias = f"{node.name}/zero", f"{node.name}/bias"
